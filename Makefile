@@ -1,0 +1,52 @@
+# ODH index — the two set-up commands are `make demo` and `make test`; everything else is optional.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-e2e lint format fashion-mnist bench-quality bench-build bench-serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+fashion-mnist:
+	@bash infra/scripts/ensure-fashion-mnist.sh
+
+## demo: the whole pipeline on Fashion-MNIST on an embedded Ray cluster (artefacts in ./odh-data)
+demo: $(STAMP) fashion-mnist
+	$(BIN)/odh demo --workdir odh-data
+
+## test: the default suite (unit + e2e, not `slow`)
+test: $(STAMP) fashion-mnist
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## test-fast: unit tests only (no e2e, no slow)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) fashion-mnist
+	$(BIN)/pytest -q -m "e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-quality: $(STAMP) fashion-mnist
+	$(BIN)/odh bench quality
+
+bench-build: $(STAMP)
+	$(BIN)/odh bench build
+
+bench-serve: $(STAMP)
+	$(BIN)/odh bench serve
+
+clean:
+	rm -rf odh-data .pytest_cache .ruff_cache

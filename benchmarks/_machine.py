@@ -1,0 +1,38 @@
+"""Machine and command information recorded with every benchmark result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, memory, platform and library versions of this run."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    try:
+        with open("/proc/meminfo") as fh:
+            total_kb = int(fh.readline().split()[1])
+        info["memory_gib"] = round(total_kb / 2**20, 1)
+    except OSError:
+        pass
+    for name in ("numpy", "faiss", "torch", "ray"):
+        module = sys.modules.get(name)
+        if module is not None:
+            info[name] = getattr(module, "__version__", "?")
+    return info
+
+
+def command_line() -> str:
+    """The command as the user typed it (``odh bench ...``)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("odh"):
+        argv[0] = "odh"
+    return shlex.join(argv)

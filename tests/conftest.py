@@ -1,0 +1,46 @@
+"""Shared test fixtures: one local Ray cluster per test session, seeded synthetic image sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """Start one embedded 2-CPU Ray cluster for the whole session (Ray starts are slow)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    yield
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - Serve may never have started
+        pass
+    ray.shutdown()
+
+
+@pytest.fixture
+def synthetic_set(tmp_path: Path) -> Path:
+    """A seeded class-structured image set: 4 classes × 12 images of 28×28, written as Parquet."""
+    from indexer.converters.synthetic import make_synthetic
+
+    out = tmp_path / "images"
+    make_synthetic(str(out), n_classes=4, per_class=12, image_size=28, seed=0)
+    return out
