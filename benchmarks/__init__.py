@@ -1,7 +1,7 @@
-"""Benchmarks, each a module ``benchmarks/<name>.py`` with ``main(argv) -> int``, run by ``odh bench NAME``.
+"""Benchmarks: each a module ``benchmarks/<name>.py`` with ``main(argv) -> int``.
 
-Each writes ``benchmarks/results/<name>.json`` and ``<name>.md`` (plus PNG plots where a curve says more),
-recording the machine and the exact command.
+``odh bench NAME`` runs one. Each writes ``benchmarks/results/<name>.json`` and ``<name>.md``
+(plus PNG plots where a curve says more), recording the machine and the exact command.
 """
 
 from __future__ import annotations

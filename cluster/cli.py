@@ -19,7 +19,7 @@ DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def fashion_mnist_source(explicit: str | None) -> str:
-    """Where the Fashion-MNIST IDX files are: ``--source``, ``$ODH_FASHION_MNIST``, or the Debian path."""
+    """The Fashion-MNIST IDX directory: ``--source``, ``$ODH_FASHION_MNIST`` or the Debian path."""
     source = explicit or os.environ.get("ODH_FASHION_MNIST") or DEFAULT_FASHION_MNIST_DIR
     if not Path(source, "train-images-idx3-ubyte.gz").is_file():
         raise FileNotFoundError(
@@ -103,7 +103,7 @@ def train_config_from_args(
 
 
 def run_train(args: argparse.Namespace) -> str:
-    """Load the training split of an image set and train an encoder on it; returns the checkpoint."""
+    """Train an encoder on the training split of an image set; returns the checkpoint path."""
     from indexer.imageset import load_arrays, read_info
     from odh_core.train import train_encoder
 
@@ -182,9 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from serving.client import ODHClient
-
     from cluster.report import format_hits
+    from serving.client import ODHClient
 
     client = ODHClient(args.url, timeout=args.timeout)
     if args.image:

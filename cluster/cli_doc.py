@@ -44,7 +44,7 @@ def render_cli_reference() -> str:
     header = [
         "# `odh` command reference",
         "",
-        "Generated from the parser by `python -m cluster.cli_doc > docs/cli.md`; do not edit by hand.",
+        "Generated from the parser by `python -m cluster.cli_doc > docs/cli.md`; do not edit.",
         "",
     ]
     return "\n".join(header + body)

@@ -1,7 +1,7 @@
-"""Connecting to Ray: an embedded local cluster for laptops and CI, or an existing cluster by address.
+"""Connecting to Ray: an embedded local cluster (laptops, CI) or an existing cluster by address.
 
-Every `odh` subcommand that needs Ray goes through :func:`ray_runtime`, so the same command runs on a
-2-core laptop (embedded cluster, fractional CPUs) and on a real cluster (``--address`` or
+Every `odh` subcommand that needs Ray goes through :func:`ray_runtime`, so the same command runs
+on a 2-core laptop (embedded cluster, fractional CPUs) and on a real cluster (``--address`` or
 ``RAY_ADDRESS``) without code changes.
 """
 
@@ -41,7 +41,7 @@ class RuntimeConfig:
 
 @contextmanager
 def ray_runtime(config: RuntimeConfig | None = None) -> Iterator[None]:
-    """Initialise Ray for the duration of a block, and shut it down only if this block started it."""
+    """Initialise Ray for a block; shut it down afterwards only if this block started it."""
     import ray
 
     config = config or RuntimeConfig()

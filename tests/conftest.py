@@ -31,7 +31,7 @@ def ray_local() -> Iterator[None]:
         from ray import serve
 
         serve.shutdown()
-    except Exception:  # noqa: BLE001 - Serve may never have started
+    except Exception:  # Serve may never have started
         pass
     ray.shutdown()
 

@@ -1,4 +1,4 @@
-"""End to end through the real `odh` CLI: data → train → encode → build → serve → query over HTTP → eval.
+"""End to end through the real `odh` CLI: data → train → encode → build → serve → query → eval.
 
 Each CLI call is its own process with its own embedded Ray cluster, exactly as a user runs them.
 """
