@@ -6,6 +6,7 @@ Heavy imports (torch, ray, faiss) happen inside the handlers so that ``odh --hel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -198,7 +199,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         names = [str(i) for i in args.id]
         result = client.search(ids=list(args.id), k=args.k, nprobe=args.nprobe)
     if args.json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     else:
         sys.stdout.write(format_hits(names, result) + "\n")
     return 0
@@ -219,6 +220,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
     return run_benchmark(args.name, list(args.bench_args))
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from cluster.local_cluster import LocalClusterConfig, cluster_up
+
+    resources = json.loads(args.worker_resources) if args.worker_resources else {}
+    address = cluster_up(
+        LocalClusterConfig(
+            workers=args.workers,
+            head_cpus=args.head_cpus,
+            worker_cpus=args.worker_cpus,
+            worker_resources=resources,
+            port=args.port,
+        )
+    )
+    sys.stdout.write(f"{address}\n")
+    return 0
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from cluster.local_cluster import cluster_status
+
+    nodes = cluster_status(args.address or os.environ.get("RAY_ADDRESS") or "auto")
+    sys.stdout.write(json.dumps(nodes, indent=2) + "\n")
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    from cluster.local_cluster import cluster_down
+
+    cluster_down()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -353,6 +386,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     p.set_defaults(func=cmd_bench)
+
+    cl = sub.add_parser("cluster", help="a local multi-node Ray cluster (separate processes)")
+    cl_sub = cl.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    p = cl_sub.add_parser("up", help="start a head and N worker nodes; prints the address")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--head-cpus", type=int, default=1)
+    p.add_argument("--worker-cpus", type=int, default=1)
+    p.add_argument("--worker-resources", default=None, help="JSON, e.g. '{\"searcher\": 1}'")
+    p.add_argument("--port", type=int, default=6380, help="GCS port of the head")
+    p.set_defaults(func=cmd_cluster_up)
+    p = cl_sub.add_parser("status", help="alive nodes and their resources")
+    p.add_argument("--address", default=None, help="default: $RAY_ADDRESS, else auto")
+    p.set_defaults(func=cmd_cluster_status)
+    p = cl_sub.add_parser("down", help="stop every `ray start` process on this machine")
+    p.set_defaults(func=cmd_cluster_down)
 
     p = sub.add_parser("demo", help="the whole pipeline on Fashion-MNIST, locally")
     p.add_argument("--workdir", default="odh-data")
