@@ -1,0 +1,298 @@
+"""The encode job: Ray Data reads image-set parts, an actor pool of encoders hashes them, tasks
+write code parts and reject parts. Every input row ends in exactly one of ``codes/`` or
+``rejects/``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from indexer import storage
+from indexer.codes import (
+    CODES_DIR,
+    ENCODE_INFO_FILE,
+    REJECT_SCHEMA,
+    REJECTS_DIR,
+    SUMMARY_FILE,
+    code_schema,
+)
+from indexer.imageset import check_part_schema, list_parts, read_info
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PASSTHROUGH = (("key", pa.string()), ("label", pa.list_(pa.int32())), ("split", pa.string()))
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Parameters of one encode job (written into ``_encode.json``)."""
+
+    image_set: str
+    checkpoint: str
+    output: str
+    batch_size: int = 256
+    concurrency: int = 1
+    num_cpus: float = 0.5
+    writer_num_cpus: float = 0.25
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if not self.num_cpus > 0:
+            raise ValueError(f"num_cpus must be > 0, got {self.num_cpus}")
+        if not self.writer_num_cpus > 0:
+            raise ValueError(f"writer_num_cpus must be > 0, got {self.writer_num_cpus}")
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    """Counts and throughput of an encode job (``_summary.json``)."""
+
+    read: int
+    encoded: int
+    rejected: int
+    seconds: float
+    images_per_s: float
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class EncodeBatch:
+    """Ray Data actor UDF: loads the encoder once, turns image rows into code or reject rows."""
+
+    def __init__(self, checkpoint: str, torch_threads: int = 1) -> None:
+        from odh_core.encoder import Encoder
+
+        self.encoder = Encoder.from_checkpoint(checkpoint, num_threads=torch_threads)
+        self.width = self.encoder.n_bits // 8
+
+    def _encode_rows(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str | None]]:
+        """Encode the preprocessed rows; if the batch fails, retry row by row to isolate errors."""
+        try:
+            return self.encoder.encode_arrays(np.stack(arrays)), [None] * len(arrays)
+        except Exception:
+            codes = np.zeros((len(arrays), self.width), dtype=np.uint8)
+            errors: list[str | None] = []
+            for j, arr in enumerate(arrays):
+                try:
+                    codes[j] = self.encoder.encode_arrays(arr[None])[0]
+                    errors.append(None)
+                except Exception as exc:
+                    errors.append(_error_text(exc))
+            return codes, errors
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        images = batch.column("image").to_pylist()
+        stage: list[str | None] = [None] * n
+        error: list[str | None] = [None] * n
+        ok_rows: list[int] = []
+        arrays: list[np.ndarray] = []
+        for row, data in enumerate(images):
+            if not data:
+                stage[row], error[row] = "decode", "ImageDecodeError: image data is empty"
+                continue
+            try:
+                arrays.append(self.encoder.preprocess(data))
+                ok_rows.append(row)
+            except Exception as exc:
+                stage[row], error[row] = "decode", _error_text(exc)
+        codes = np.zeros((n, self.width), dtype=np.uint8)
+        if ok_rows:
+            encoded, errors = self._encode_rows(arrays)
+            for j, row in enumerate(ok_rows):
+                if errors[j] is None:
+                    codes[row] = encoded[j]
+                else:
+                    stage[row], error[row] = "encode", errors[j]
+        valid = pa.array([s is None for s in stage])
+        code_col = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(self.width), n, [None, pa.py_buffer(codes.tobytes())]
+        )
+        code_col = pc.if_else(valid, code_col, pa.scalar(None, pa.binary(self.width)))
+        cols = {"id": batch.column("id").cast(pa.int64()), "code": code_col}
+        for name, typ in PASSTHROUGH:
+            if name in batch.column_names:
+                cols[name] = batch.column(name).cast(typ)
+            else:
+                cols[name] = pa.nulls(n, typ)
+        cols["stage"] = pa.array(stage, pa.string())
+        cols["error"] = pa.array(error, pa.string())
+        return pa.table(cols)
+
+
+def _part_name(ids: np.ndarray) -> str:
+    """A deterministic file name for a batch: its smallest id and a digest of its sorted ids."""
+    ids = np.sort(ids.astype(np.int64))
+    digest = hashlib.sha1(ids.tobytes()).hexdigest()[:10]
+    return f"part-{int(ids[0]):012d}-{digest}.parquet"
+
+
+def write_batch(
+    batch: pa.Table, output: str, n_bits: int, storage_options: dict[str, Any] | None
+) -> pa.Table:
+    """Ray Data task: write a batch's code rows and reject rows; returns a one-row summary."""
+    ok = pc.is_null(batch.column("stage"))
+    codes = batch.filter(ok)
+    rejects = batch.filter(pc.invert(ok))
+    if batch.num_rows:
+        name = _part_name(batch.column("id").to_numpy())
+        for rows, sub, schema in (
+            (codes, CODES_DIR, code_schema(n_bits)),
+            (rejects, REJECTS_DIR, REJECT_SCHEMA),
+        ):
+            if rows.num_rows:
+                buf = io.BytesIO()
+                pq.write_table(rows.select(schema.names).cast(schema), buf)
+                storage.write_bytes_atomic(
+                    storage.join(output, sub, name), buf.getvalue(), storage_options
+                )
+    return pa.table(
+        {"encoded": [codes.num_rows], "rejected": [rejects.num_rows]},
+    )
+
+
+def _pyarrow_fs(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """A pyarrow filesystem Ray Data can read with, and the path inside it (None fs for local)."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.url_to_fs(uri, storage_options)
+    if storage.is_local(fs):
+        return None, path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def _clear(output: str, storage_options: dict[str, Any] | None) -> None:
+    for sub in (CODES_DIR, REJECTS_DIR):
+        fs, path = storage.url_to_fs(storage.join(output, sub), storage_options)
+        if fs.exists(path):
+            logger.info("encode: removing previous %s", storage.join(output, sub))
+            fs.rm(path, recursive=True)
+    for name in (SUMMARY_FILE, ENCODE_INFO_FILE):
+        fs, path = storage.url_to_fs(storage.join(output, name), storage_options)
+        if fs.exists(path):
+            fs.rm(path)
+
+
+def encode(
+    image_set: str,
+    checkpoint: str,
+    output: str,
+    *,
+    batch_size: int = 256,
+    concurrency: int = 1,
+    num_cpus: float = 0.5,
+    storage_options: dict[str, Any] | None = None,
+) -> EncodeSummary:
+    """Encode every image of ``image_set`` with the checkpoint's encoder into ``output``.
+
+    Ray must be initialised by the caller. Writes ``codes/part-*.parquet``,
+    ``rejects/part-*.parquet``, ``_encode.json`` and ``_summary.json`` (last).
+    """
+    import ray
+
+    from odh_core.checkpoint import checkpoint_sha256
+    from odh_core.encoder import Encoder
+
+    cfg = EncodeConfig(
+        image_set=storage.normalize(image_set),
+        checkpoint=storage.normalize(checkpoint),
+        output=storage.normalize(output),
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+    )
+    t0 = time.perf_counter()
+    dataset_info = read_info(cfg.image_set, storage_options)
+    parts = list_parts(cfg.image_set, storage_options)
+    if not parts:
+        raise ValueError(f"{cfg.image_set}: no part-*.parquet files")
+    n_rows = 0
+    columns: list[str] = []
+    for uri in parts:
+        schema = check_part_schema(uri, storage_options)
+        fs, p = storage.url_to_fs(uri, storage_options)
+        n_rows += pq.read_metadata(p, filesystem=fs).num_rows
+        columns = [c for c in ("id", "image", "key", "label", "split") if c in schema.names]
+    n_bits = Encoder.from_checkpoint(cfg.checkpoint).n_bits
+    logger.info(
+        "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
+        cfg.image_set, n_rows, len(parts), cfg.checkpoint, n_bits, cfg.concurrency, cfg.batch_size,
+    )  # fmt: skip
+    storage.makedirs(cfg.output, storage_options)
+    _clear(cfg.output, storage_options)
+
+    pa_fs, _ = _pyarrow_fs(cfg.image_set, storage_options)
+    paths = [storage.url_to_fs(u, storage_options)[1] for u in parts]
+    ds = ray.data.read_parquet(paths, filesystem=pa_fs, columns=columns)
+    ds = ds.map_batches(
+        EncodeBatch,
+        fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "torch_threads": cfg.torch_threads},
+        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+        num_cpus=cfg.num_cpus,
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+    )
+    ds = ds.map_batches(
+        write_batch,
+        fn_kwargs={"output": cfg.output, "n_bits": n_bits, "storage_options": storage_options},
+        num_cpus=cfg.writer_num_cpus,
+        batch_size=None,
+        batch_format="pyarrow",
+    )
+    logger.info("encode: running the Ray Data pipeline")
+    rows = ds.take_all()
+    encoded = sum(int(r["encoded"]) for r in rows)
+    rejected = sum(int(r["rejected"]) for r in rows)
+    if encoded + rejected != n_rows:
+        raise RuntimeError(
+            f"encode: {encoded} codes + {rejected} rejects != "
+            f"{n_rows} input rows of {cfg.image_set}"
+        )
+    seconds = time.perf_counter() - t0
+    storage.write_json_atomic(
+        storage.join(cfg.output, ENCODE_INFO_FILE),
+        {
+            "format_version": FORMAT_VERSION,
+            **asdict(cfg),
+            "checkpoint_sha256": checkpoint_sha256(cfg.checkpoint),
+            "n_bits": n_bits,
+            "dataset": dataset_info.name,
+        },
+        storage_options,
+    )
+    summary = EncodeSummary(
+        read=n_rows,
+        encoded=encoded,
+        rejected=rejected,
+        seconds=round(seconds, 3),
+        images_per_s=round(n_rows / seconds, 1) if seconds > 0 else 0.0,
+        output=cfg.output,
+    )
+    storage.write_json_atomic(
+        storage.join(cfg.output, SUMMARY_FILE), summary.to_json(), storage_options
+    )
+    logger.info(
+        "encode: %d read, %d encoded, %d rejected in %.1f s (%.0f images/s)",
+        n_rows, encoded, rejected, seconds, summary.images_per_s,
+    )  # fmt: skip
+    return summary

@@ -1,0 +1,384 @@
+"""The image-set format: ``part-NNNNN.parquet`` files plus ``_dataset.json``.
+
+Columns: ``id`` int64 (unique, >= 0), ``image`` binary (encoded PNG/JPEG/WebP), ``label``
+list<int32> (optional), ``key`` string (optional), ``split`` string (optional:
+``train``/``query``/``database``). Reading validates every part and raises
+:class:`ImageSetError` naming the file and column.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from indexer import storage
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INFO_FILE = "_dataset.json"
+SPLITS = ("train", "query", "database")
+_PART_RE = re.compile(r"^part-\d{5,}\.parquet$")
+_MAX_DECODE_BYTES = 64 * 1024 * 1024
+_MAX_DECODE_PIXELS = 64 * 1024 * 1024
+
+IMAGE_SET_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("label", pa.list_(pa.int32())),
+        pa.field("key", pa.string()),
+        pa.field("split", pa.string()),
+    ]
+)
+REQUIRED_COLUMNS = ("id", "image")
+
+
+class ImageSetError(ValueError):
+    """An image set that does not follow the format; the message names the file and column."""
+
+
+@dataclass(frozen=True)
+class SplitProtocol:
+    """Which splits are queries, database and training data for evaluation."""
+
+    name: str
+    seed: int = 0
+    query_splits: tuple[str, ...] = ("query",)
+    database_splits: tuple[str, ...] = ("train", "database")
+    train_splits: tuple[str, ...] = ("train",)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "query_splits": list(self.query_splits),
+            "database_splits": list(self.database_splits),
+            "train_splits": list(self.train_splits),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SplitProtocol:
+        try:
+            return cls(
+                name=str(obj["name"]),
+                seed=int(obj.get("seed", 0)),
+                query_splits=tuple(obj.get("query_splits", ("query",))),
+                database_splits=tuple(obj.get("database_splits", ("train", "database"))),
+                train_splits=tuple(obj.get("train_splits", ("train",))),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"bad protocol in {INFO_FILE}: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Contents of ``_dataset.json``."""
+
+    name: str
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    channels: int
+    counts: dict[str, int] = field(default_factory=dict)
+    protocol: SplitProtocol | None = None
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ValueError(f"image_size must be [H, W] > 0, got {self.image_size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "image_size": list(self.image_size),
+            "channels": self.channels,
+            "counts": dict(self.counts),
+            "protocol": None if self.protocol is None else self.protocol.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = INFO_FILE) -> DatasetInfo:
+        if not isinstance(obj, dict):
+            raise ImageSetError(f"{source}: expected a JSON object")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ImageSetError(
+                f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        try:
+            protocol = obj.get("protocol")
+            return cls(
+                name=str(obj["name"]),
+                class_names=tuple(str(c) for c in obj["class_names"]),
+                image_size=(int(obj["image_size"][0]), int(obj["image_size"][1])),
+                channels=int(obj["channels"]),
+                counts={str(k): int(v) for k, v in obj.get("counts", {}).items()},
+                protocol=None if protocol is None else SplitProtocol.from_json(protocol),
+            )
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ImageSetError(f"{source}: bad or missing field: {exc!r}") from exc
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def read_info(path: str, storage_options: dict[str, Any] | None = None) -> DatasetInfo:
+    """Read ``_dataset.json`` of an image set."""
+    uri = storage.join(path, INFO_FILE)
+    return DatasetInfo.from_json(storage.read_json(uri, storage_options), source=uri)
+
+
+def list_parts(path: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Sorted URIs of the ``part-*.parquet`` files under ``path``."""
+    fs, root = storage.url_to_fs(path, storage_options)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{path} does not exist")
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    return [storage.join(path, n) for n in names if _PART_RE.match(n)]
+
+
+def _as_table(tables: pa.Table | Iterable[pa.Table]) -> pa.Table:
+    if isinstance(tables, pa.Table):
+        return tables
+    tables = list(tables)
+    if not tables:
+        raise ValueError("write_image_set: no tables given")
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def write_image_set(
+    tables: pa.Table | Iterable[pa.Table],
+    output: str,
+    info: DatasetInfo,
+    rows_per_part: int = 10_000,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> DatasetInfo:
+    """Validate and write rows as balanced ``part-NNNNN.parquet`` files, then ``_dataset.json``.
+
+    ``counts`` in the written info are computed from the ``split`` column (or ``{"all": n}``).
+    Stale ``part-*`` files in ``output`` are removed first. Returns the written info.
+    """
+    if rows_per_part <= 0:
+        raise ValueError(f"rows_per_part must be > 0, got {rows_per_part}")
+    table = _as_table(tables)
+    table = _conform(table, source="write_image_set input")
+    _validate_table(table, source="write_image_set input")
+    _check_unique([table.column("id").to_numpy()], ["write_image_set input"])
+    n = table.num_rows
+    if "split" in table.column_names:
+        splits, counts = np.unique(
+            table.column("split").fill_null("").to_numpy(zero_copy_only=False),
+            return_counts=True,
+        )
+        count_map = {str(s): int(c) for s, c in zip(splits, counts, strict=True)}
+    else:
+        count_map = {"all": n}
+    info = replace(info, counts=count_map)
+
+    fs, root = storage.url_to_fs(output, storage_options)
+    fs.makedirs(root, exist_ok=True)
+    for stale in list_parts(output, storage_options) if fs.exists(root) else []:
+        logger.info("removing stale part %s", stale)
+        sfs, spath = storage.url_to_fs(stale, storage_options)
+        sfs.rm(spath)
+    n_parts = max(1, math.ceil(n / rows_per_part))
+    bounds = np.linspace(0, n, n_parts + 1).round().astype(int)
+    for i in range(n_parts):
+        part = table.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
+        buf = io.BytesIO()
+        pq.write_table(part, buf)
+        storage.write_bytes_atomic(
+            storage.join(output, part_name(i)), buf.getvalue(), storage_options
+        )
+    storage.write_json_atomic(storage.join(output, INFO_FILE), info.to_json(), storage_options)
+    logger.info("wrote image set %s: %d rows in %d parts, counts %s", output, n, n_parts, count_map)
+    return info
+
+
+def _conform(table: pa.Table, source: str, required: Sequence[str] = REQUIRED_COLUMNS) -> pa.Table:
+    """Check column types (naming the column) and cast to the canonical schema."""
+    names = table.column_names
+    for col in required:
+        if col not in names:
+            raise ImageSetError(f"{source}: missing required column {col!r}")
+    cols = []
+    fields = []
+    for fld in IMAGE_SET_SCHEMA:
+        if fld.name not in names:
+            continue
+        col = table.column(fld.name)
+        t = col.type
+        ok = {
+            "id": pa.types.is_integer(t),
+            "image": pa.types.is_binary(t) or pa.types.is_large_binary(t),
+            "label": (pa.types.is_list(t) or pa.types.is_large_list(t))
+            and pa.types.is_integer(t.value_type),
+            "key": pa.types.is_string(t) or pa.types.is_large_string(t),
+            "split": pa.types.is_string(t) or pa.types.is_large_string(t),
+        }[fld.name]
+        if not ok:
+            raise ImageSetError(f"{source}: column {fld.name!r} has type {t}, expected {fld.type}")
+        cols.append(col.cast(fld.type) if t != fld.type else col)
+        fields.append(fld)
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+def check_part_schema(uri: str, storage_options: dict[str, Any] | None = None) -> pa.Schema:
+    """Check one part's column names and types without reading rows; returns its schema."""
+    fs, p = storage.url_to_fs(uri, storage_options)
+    try:
+        schema = pq.read_schema(p, filesystem=fs)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ImageSetError(f"{uri}: not a readable Parquet file: {exc}") from exc
+    _conform(schema.empty_table(), uri)
+    return schema
+
+
+def _validate_table(table: pa.Table, source: str) -> None:
+    """Row-level checks: no null/negative ids, no empty images, known split names."""
+    ids = table.column("id")
+    if ids.null_count:
+        raise ImageSetError(f"{source}: column 'id' has {ids.null_count} null values")
+    if table.num_rows and pc.min(ids).as_py() < 0:
+        raise ImageSetError(f"{source}: column 'id' has negative values (ids must be >= 0)")
+    if "image" in table.column_names:
+        img = table.column("image")
+        lengths = pc.fill_null(pc.binary_length(img), 0)
+        n_empty = table.num_rows - pc.sum(pc.greater(lengths, 0)).as_py() if table.num_rows else 0
+        if n_empty:
+            raise ImageSetError(f"{source}: column 'image' has {n_empty} null or empty values")
+    if "split" in table.column_names and table.num_rows:
+        values = set(pc.unique(table.column("split")).to_pylist())
+        bad = values - set(SPLITS) - {None}
+        if bad:
+            raise ImageSetError(
+                f"{source}: column 'split' has unknown values {sorted(bad)} (allowed {SPLITS})"
+            )
+
+
+def _check_unique(id_arrays: Sequence[np.ndarray], sources: Sequence[str]) -> None:
+    if not id_arrays:
+        return
+    ids = np.concatenate(id_arrays)
+    owner = np.concatenate([np.full(len(a), i) for i, a in enumerate(id_arrays)])
+    order = np.argsort(ids, kind="stable")
+    dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if dup.size:
+        j = dup[0]
+        a, b = owner[order][j], owner[order][j + 1]
+        where = sources[a] if a == b else f"{sources[a]} and {sources[b]}"
+        raise ImageSetError(f"{where}: column 'id' has duplicate id {int(ids[order][j])}")
+
+
+def read_image_set(
+    path: str,
+    *,
+    splits: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> pa.Table:
+    """Read and validate every part; optionally keep only ``splits`` and ``columns``."""
+    parts = list_parts(path, storage_options)
+    if not parts:
+        raise ImageSetError(f"{path}: no part-*.parquet files")
+    wanted = list(columns) if columns is not None else None
+    tables: list[pa.Table] = []
+    for uri in parts:
+        fs, p = storage.url_to_fs(uri, storage_options)
+        try:
+            names = pq.read_schema(p, filesystem=fs).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ImageSetError(f"{uri}: not a readable Parquet file: {exc}") from exc
+        for col in REQUIRED_COLUMNS:
+            if col not in names:
+                raise ImageSetError(f"{uri}: missing required column {col!r}")
+        read_cols = None
+        if wanted is not None:
+            extra = {"id"} | ({"split"} if splits is not None else set())
+            read_cols = [c for c in names if c in set(wanted) | extra]
+        table = pq.read_table(p, filesystem=fs, columns=read_cols)
+        table = _conform(
+            table, uri, required=[c for c in REQUIRED_COLUMNS if c in table.column_names]
+        )
+        _validate_table(table, uri)
+        tables.append(table)
+    _check_unique([t.column("id").to_numpy() for t in tables], parts)
+    table = pa.concat_tables(tables, promote_options="default")
+    if splits is not None:
+        if "split" not in table.column_names:
+            raise ImageSetError(f"{path}: splits {list(splits)} requested but no 'split' column")
+        table = table.filter(pc.is_in(table.column("split"), pa.array(list(splits), pa.string())))
+    if wanted is not None:
+        table = table.select([c for c in wanted if c in table.column_names])
+    return table
+
+
+def _decode(data: bytes, image_size: int, channels: int) -> np.ndarray:
+    """Decode one image to uint8[H, W, C] with odh_core's size-limited decoder."""
+    from odh_core.images import decode_image
+
+    return decode_image(
+        data,
+        image_size=image_size,
+        channels=channels,
+        max_bytes=_MAX_DECODE_BYTES,
+        max_pixels=_MAX_DECODE_PIXELS,
+    )
+
+
+def labels_to_multihot(labels: pa.ChunkedArray | pa.Array, n_classes: int) -> np.ndarray:
+    """list<int32> labels → bool[n, n_classes]; out-of-range labels raise ValueError."""
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    n = len(labels)
+    out = np.zeros((n, n_classes), dtype=bool)
+    lengths = pc.fill_null(pc.list_value_length(labels), 0).to_numpy()
+    flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= n_classes):
+        raise ValueError(f"column 'label' has values outside [0, {n_classes})")
+    rows = np.repeat(np.arange(n), lengths)
+    out[rows, flat] = True
+    return out
+
+
+def load_arrays(
+    path: str,
+    splits: Sequence[str] | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode to ``(ids int64[n], uint8[n, H, W, C], multi-hot bool[n, n_classes])``."""
+    info = read_info(path, storage_options)
+    h, w = info.image_size
+    if h != w:
+        raise ImageSetError(f"{path}: load_arrays needs square images, image_size is {h}x{w}")
+    table = read_image_set(path, splits=splits, storage_options=storage_options)
+    ids = table.column("id").to_numpy().astype(np.int64)
+    images = np.empty((table.num_rows, h, w, info.channels), dtype=np.uint8)
+    for i, data in enumerate(table.column("image").to_pylist()):
+        images[i] = _decode(data, h, info.channels)
+    if "label" in table.column_names:
+        labels = labels_to_multihot(table.column("label"), info.n_classes)
+    else:
+        labels = np.zeros((table.num_rows, info.n_classes), dtype=bool)
+    return ids, images, labels

@@ -1,0 +1,126 @@
+"""Storage helpers over fsspec: local paths and ``s3://`` URIs behave the same.
+
+Local writes go to a temporary name and are renamed with ``os.replace`` (atomic on POSIX).
+Object stores have no rename; there a write is a single ``put`` and the caller writes the file that
+names the others (the manifest) last, so a reader never sees a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs as _fsspec_url_to_fs
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 8 * 1024 * 1024
+
+
+def url_to_fs(
+    uri: str, storage_options: dict[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the fsspec filesystem for ``uri`` and the path inside it."""
+    if not isinstance(uri, str | os.PathLike):
+        raise TypeError(f"uri must be a str or path, got {type(uri).__name__}")
+    return _fsspec_url_to_fs(os.fspath(uri), **(storage_options or {}))
+
+
+def normalize(uri: str) -> str:
+    """Make a local path absolute (Ray workers may run in another directory); URIs pass through."""
+    uri = os.fspath(uri)
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """True when ``fs`` is the local filesystem."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with ``/``."""
+    out = os.fspath(uri).rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def makedirs(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Create a directory (a no-op on object stores without directories)."""
+    fs, path = url_to_fs(uri, storage_options)
+    fs.makedirs(path, exist_ok=True)
+
+
+def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``uri`` exists."""
+    fs, path = url_to_fs(uri, storage_options)
+    return bool(fs.exists(path))
+
+
+def write_bytes_atomic(
+    uri: str, data: bytes, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Write ``data`` to ``uri``: temp name + rename locally, a single put on object stores."""
+    fs, path = url_to_fs(uri, storage_options)
+    if is_local(fs):
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        fs.pipe_file(path, data)
+    logger.debug("wrote %d bytes to %s", len(data), uri)
+
+
+def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """Read a whole file."""
+    fs, path = url_to_fs(uri, storage_options)
+    with fs.open(path, "rb") as fh:
+        return fh.read()
+
+
+def write_json_atomic(uri: str, obj: Any, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``obj`` as indented JSON with :func:`write_bytes_atomic`."""
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    write_bytes_atomic(uri, data, storage_options)
+
+
+def read_json(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """Read a JSON file; a missing file raises ``FileNotFoundError`` naming it."""
+    fs, path = url_to_fs(uri, storage_options)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{uri} does not exist")
+    try:
+        return json.loads(read_bytes(uri, storage_options).decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{uri} is not valid JSON: {exc}") from exc
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_of(uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Hex sha256 of the file at ``uri``, read in chunks."""
+    fs, path = url_to_fs(uri, storage_options)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,90 @@
+"""The same formats on object storage: an image set and an index built on a local moto S3 server."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from indexer import storage
+from indexer.build import build
+from indexer.codes import code_schema
+from indexer.converters.synthetic import make_synthetic
+from indexer.imageset import load_arrays, read_image_set, read_info
+from indexer.manifest import read_manifest
+from indexer.shards import load_meta, load_shard, search_shards
+
+
+@pytest.fixture(scope="module")
+def s3(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch_module.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="odh")
+    yield {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_image_set_on_s3(s3: dict[str, Any]) -> None:
+    info = make_synthetic("s3://odh/images", n_classes=3, per_class=6, storage_options=s3)
+    assert read_info("s3://odh/images", storage_options=s3) == info
+    table = read_image_set("s3://odh/images", splits=["query"], storage_options=s3)
+    assert table.num_rows == 3
+    ids, images, labels = load_arrays("s3://odh/images", ["query"], storage_options=s3)
+    assert images.shape == (3, 28, 28, 1) and labels.sum() == 3
+    assert ids.tolist() == table.column("id").to_pylist()
+
+
+def test_build_on_s3(s3: dict[str, Any], ray_local: None) -> None:
+    rng = np.random.default_rng(0)
+    n, n_bits = 400, 32
+    ids = np.arange(n, dtype=np.int64)
+    codes = rng.integers(0, 256, size=(n, 4), dtype=np.uint8)
+    table = pa.Table.from_pydict(
+        {
+            "id": ids,
+            "code": pa.array([c.tobytes() for c in codes], pa.binary(4)),
+            "key": [f"k{i}" for i in ids],
+            "label": pa.array([[0]] * n, pa.list_(pa.int32())),
+            "split": ["database"] * n,
+        },
+        schema=code_schema(n_bits),
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes_atomic("s3://odh/codes/codes/part-0.parquet", buf.getvalue(), s3)
+    storage.write_json_atomic("s3://odh/codes/_encode.json", {"n_bits": n_bits}, s3)
+
+    manifest = build("s3://odh/codes", "s3://odh/index", n_shards=2, nlist=4, storage_options=s3)
+    assert read_manifest("s3://odh/index", storage_options=s3) == manifest
+    shards = [load_shard("s3://odh/index", e, storage_options=s3) for e in manifest.shards]
+    assert sum(s.ntotal for s in shards) == n
+    assert load_meta("s3://odh/index", manifest.shards[0], storage_options=s3).num_rows > 0
+    dist, idx = search_shards(shards, codes[:4], 1, nprobe=4)
+    assert dist[:, 0].tolist() == [0] * 4 and idx[:, 0].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="mmap=True needs a local file"):
+        load_shard("s3://odh/index", manifest.shards[0], mmap=True, storage_options=s3)
