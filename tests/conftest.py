@@ -21,6 +21,7 @@ def ray_local() -> Iterator[None]:
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join a cluster another process started on this machine
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

@@ -1,0 +1,232 @@
+"""The Serve application over HTTP: exact top-k by codes / ids / images, and every bad input → 4xx.
+
+One Serve start per module (it costs ~10–20 s here). The index is built with the real
+``indexer.build.build`` from codes made by a real (untrained, seeded) encoder checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from serving.client import ODHClient, ODHClientError
+
+N_BITS = 32
+N_DB = 180
+N_SHARDS = 3
+NLIST = 6
+GROUPS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _images(rng: np.random.Generator, n: int) -> list[bytes]:
+    """Class-structured 28×28 grayscale PNGs (4 prototypes + noise)."""
+    protos = rng.integers(0, 256, size=(4, 28, 28))
+    out = []
+    for i in range(n):
+        noise = rng.normal(0, 40, size=(28, 28))
+        out.append(_png(np.clip(protos[i % 4] + noise, 0, 255).astype(np.uint8)))
+    return out
+
+
+def _brute_force(db_codes: np.ndarray, db_ids: np.ndarray, queries: np.ndarray, k: int):
+    """Top-k by (Hamming distance, id)."""
+    from odh_core.packing import hamming_distances
+
+    dist = hamming_distances(queries, db_codes)
+    out = []
+    for row in dist:
+        order = np.lexsort((db_ids, row))[:k]
+        out.append(([int(row[j]) for j in order], [int(db_ids[j]) for j in order]))
+    return out
+
+
+class Index:
+    def __init__(self, path: str, images: list[bytes], ids: np.ndarray, codes: np.ndarray) -> None:
+        self.path, self.images, self.ids, self.codes = path, images, ids, codes
+
+
+@pytest.fixture(scope="module")
+def index(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Index:
+    import torch
+
+    from indexer.build import build
+    from indexer.codes import code_schema
+    from odh_core.checkpoint import save_checkpoint
+    from odh_core.encoder import Encoder
+    from odh_core.models import create_encoder
+
+    root: Path = tmp_path_factory.mktemp("serving")
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = create_encoder("resnet_small", n_bits=N_BITS, in_channels=1)
+    ckpt = str(root / "ckpt")
+    save_checkpoint(model, _encoder_config(), ckpt)
+    encoder = Encoder.from_checkpoint(ckpt, num_threads=1)
+    images = _images(rng, N_DB)
+    ids = (np.arange(N_DB, dtype=np.int64) * 7 + 3)[rng.permutation(N_DB)]
+    codes = np.asarray(encoder.encode_images(images), dtype=np.uint8)
+
+    codes_dir = root / "codes"
+    (codes_dir / "codes").mkdir(parents=True)
+    table = pa.table(
+        {
+            "id": ids,
+            "code": pa.array([c.tobytes() for c in codes], pa.binary(N_BITS // 8)),
+            "key": [f"img-{i}" for i in ids],
+            "label": pa.array([[int(i % 4)] for i in range(N_DB)], pa.list_(pa.int32())),
+            "split": ["database"] * N_DB,
+        },
+        schema=code_schema(N_BITS),
+    )
+    pq.write_table(table, codes_dir / "codes" / "part-00000.parquet")
+    (codes_dir / "_encode.json").write_text(json.dumps({"n_bits": N_BITS, "checkpoint": ckpt}))
+    out = str(root / "index")
+    build(str(codes_dir), out, n_shards=N_SHARDS, nlist=NLIST, seed=0)
+    return Index(out, images, ids, codes)
+
+
+def _encoder_config():
+    """An EncoderConfig for the untrained test model (fields per odh_core.checkpoint)."""
+    from odh_core.checkpoint import EncoderConfig
+
+    return EncoderConfig(name="resnet_small", n_bits=N_BITS, image_size=28, channels=1)
+
+
+@pytest.fixture(scope="module")
+def server(index: Index) -> Iterator[str]:
+    from serving.app import start_server, stop_server
+
+    url = start_server(index.path, port=_free_port(), groups=GROUPS)
+    try:
+        yield url
+    finally:
+        stop_server()  # deletes the app and calls serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[ODHClient]:
+    with ODHClient(server, timeout=60) as c:
+        yield c
+
+
+def _assert_exact(result, want) -> None:
+    for hits, (want_d, want_i) in zip(result.results, want, strict=True):
+        assert [h.distance for h in hits] == want_d
+        assert [h.id for h in hits] == want_i
+
+
+def test_healthz_and_stats(client: ODHClient) -> None:
+    assert client.healthz()["status"] == "ok"
+    stats = client.stats()
+    assert stats["ntotal"] == N_DB and stats["shards"] == N_SHARDS and stats["n_bits"] == N_BITS
+    assert len(stats["groups"]) == GROUPS and stats["missing_groups"] == []
+    assert sum(g["ntotal"] for g in stats["groups"]) == N_DB
+    assert stats["encoder"] and stats["generation"] >= 1
+
+
+def test_search_by_codes_is_exact(client: ODHClient, index: Index) -> None:
+    rng = np.random.default_rng(1)
+    queries = rng.integers(0, 256, size=(5, N_BITS // 8), dtype=np.uint8)
+    result = client.search(codes=queries, k=15, nprobe=NLIST)
+    assert not result.partial and result.missing_groups == [] and result.n_bits == N_BITS
+    _assert_exact(result, _brute_force(index.codes, index.ids, queries, 15))
+    # hex strings work the same; keys/labels come back from the meta.
+    again = client.search(codes=[q.tobytes().hex() for q in queries], k=15, nprobe=NLIST)
+    assert again.ids() == result.ids()
+    row = {int(i): r for r, i in enumerate(index.ids)}
+    for hit in result[0]:
+        assert hit.key == f"img-{hit.id}" and hit.label == [row[hit.id] % 4]
+
+
+def test_search_by_ids_and_images_is_exact(client: ODHClient, index: Index) -> None:
+    pick = [0, 17, 99]
+    by_id = client.search(ids=[int(index.ids[p]) for p in pick], k=10, nprobe=NLIST)
+    want = _brute_force(index.codes, index.ids, index.codes[pick], 10)
+    _assert_exact(by_id, want)
+    by_image = client.search(images=[index.images[p] for p in pick], k=10, nprobe=NLIST)
+    _assert_exact(by_image, want)
+    for hits in by_id:
+        assert hits[0].distance == 0
+
+
+def test_k_larger_than_index_returns_everything(client: ODHClient, index: Index) -> None:
+    result = client.search(codes=index.codes[:1], k=1000)
+    assert sorted(h.id for h in result[0]) == sorted(index.ids.tolist())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"ids": [1', 400, "malformed JSON"),
+        ({"images": ["***"]}, 422, "images[0]"),
+        ({"images": [base64.b64encode(b"not an image").decode()]}, 422, "images[0]"),
+        ({"codes": ["00ff"]}, 422, "codes[0]"),
+        ({"codes": ["00ff00ff", "0f"]}, 422, "codes[1]"),
+        ({"ids": [3, 123456789]}, 404, "ids[1]=123456789"),
+        ({"ids": [3], "k": 1001}, 422, "k"),
+        ({"ids": [3], "extra": True}, 422, "extra"),
+    ],
+)
+def test_bad_inputs_get_4xx_naming_the_field(
+    server: str, client: ODHClient, index: Index, body: object, status: int, field: str
+) -> None:
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    resp = httpx.post(
+        f"{server}/v1/search", headers={"content-type": "application/json"}, timeout=60, **kwargs
+    )
+    assert resp.status_code == status, resp.text
+    assert field in resp.json()["detail"], resp.text
+    # The replica stays healthy: a good request right after succeeds.
+    assert len(client.search(ids=[int(index.ids[0])], k=3)[0]) == 3
+
+
+def test_client_error_carries_status_and_message(client: ODHClient) -> None:
+    with pytest.raises(ODHClientError) as info:
+        client.search(ids=[10**12], k=3)
+    assert info.value.status == 404 and "ids[0]" in info.value.message
+    with pytest.raises(ValueError, match="exactly one"):
+        client.search(ids=[1], codes=["00"])
+
+
+def test_shard_group_in_process_is_tie_exact(index: Index) -> None:
+    from serving.searcher import ShardGroup
+
+    group = ShardGroup(index.path, list(range(N_SHARDS)), num_threads=1)
+    rng = np.random.default_rng(2)
+    queries = np.concatenate(
+        [index.codes[:4], rng.integers(0, 256, size=(4, N_BITS // 8), dtype=np.uint8)]
+    )
+    for k in (1, 4, 25):
+        hits = group.search(queries, k, nprobe=None)
+        for row_d, row_i, (want_d, want_i) in zip(
+            hits.distances, hits.ids, _brute_force(index.codes, index.ids, queries, k), strict=True
+        ):
+            assert row_d.tolist() == want_d and row_i.tolist() == want_i
+    codes, found = group.lookup([int(index.ids[5]), 10**9])
+    assert found.tolist() == [True, False]
+    np.testing.assert_array_equal(codes[0], index.codes[5])
+    assert group.stats()["ntotal"] == N_DB
