@@ -80,10 +80,8 @@ def cmd_data_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_config_from_args(
-    args: argparse.Namespace, image_size: int, channels: int, n_classes: int
-):
-    """The TrainConfig a `odh train` command line describes."""
+def train_config_from_args(args: argparse.Namespace):
+    """The TrainConfig an `odh train` command line describes."""
     from odh_core.train import TrainConfig
 
     return TrainConfig(
@@ -92,14 +90,12 @@ def train_config_from_args(
         layer=args.layer,
         binary=not args.full_precision,
         method=args.method,
-        image_size=image_size,
-        channels=channels,
-        n_classes=n_classes,
         warmup_epochs=args.warmup_epochs,
-        stage1_epochs=args.stage1_epochs,
+        transition_epoch=args.stage1_epochs,
         stage2_epochs=args.stage2_epochs,
         batch_size=args.batch_size,
         seed=args.seed,
+        num_threads=args.threads,
     )
 
 
@@ -109,11 +105,9 @@ def run_train(args: argparse.Namespace) -> str:
     from odh_core.train import train_encoder
 
     info = read_info(args.images)
-    splits = list(info.protocol.get("train_splits", ["train"])) if info.protocol else ["train"]
+    splits = list(info.protocol.train_splits) if info.protocol else ["train"]
     _, images, labels = load_arrays(args.images, splits)
-    config = train_config_from_args(
-        args, image_size=images.shape[1], channels=images.shape[3], n_classes=labels.shape[1]
-    )
+    config = train_config_from_args(args)
     logger.info("training %s on %d images of %s", config.method, len(images), args.images)
     return train_encoder(
         images, labels, config, args.output, workers=args.workers, use_gpu=args.gpu
@@ -290,10 +284,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-precision", action="store_true", help="train the full-precision twin")
     p.add_argument("--method", default="odh", choices=["odh", "csq"], help="hashing method")
     p.add_argument("--warmup-epochs", type=int, default=2, help="stage-0 classifier epochs")
-    p.add_argument("--stage1-epochs", type=int, default=3, help="stage-1 (exploration) epochs")
+    p.add_argument(
+        "--stage1-epochs",
+        type=int,
+        default=3,
+        help="stage-1 (exploration) epochs = transition epoch",
+    )
     p.add_argument("--stage2-epochs", type=int, default=3, help="stage-2 (aggregation) epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker")
     p.add_argument("--seed", type=int, default=0)
 

@@ -119,19 +119,19 @@ def run_demo(
                     layer="reactnet",
                     binary=True,
                     method="odh",
-                    image_size=images.shape[1],
-                    channels=images.shape[3],
-                    n_classes=labels.shape[1],
                     warmup_epochs=config.warmup_epochs,
-                    stage1_epochs=config.stage1_epochs,
+                    transition_epoch=config.stage1_epochs,
                     stage2_epochs=config.stage2_epochs,
                     seed=config.seed,
+                    num_threads=2,
                 )
                 checkpoint = train_encoder(images, labels, train_config, _fresh(paths["encoder"]))
             with timings.stage("encode"):
                 from indexer.encode import encode
 
-                summary = encode(str(paths["images"]), checkpoint, _fresh(paths["codes"]))
+                summary = encode(
+                    str(paths["images"]), checkpoint, _fresh(paths["codes"]), num_cpus=1.0
+                )
                 record["encode"] = (
                     summary.to_dict() if hasattr(summary, "to_dict") else str(summary)
                 )

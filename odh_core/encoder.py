@@ -1,0 +1,100 @@
+"""Inference-time encoder: image bytes → normalised tensor → packed binary codes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from odh_core.checkpoint import EncoderConfig, load_checkpoint
+from odh_core.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from odh_core.packing import pack_bits
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder:
+    """A loaded encoder in eval mode; identical images always give identical codes."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: EncoderConfig,
+        *,
+        device: str = "cpu",
+        num_threads: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        batch_size: int = 256,
+    ) -> None:
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            torch.set_num_threads(num_threads)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self._mean = np.asarray(config.mean, dtype=np.float32).reshape(-1, 1, 1)
+        self._std = np.asarray(config.std, dtype=np.float32).reshape(-1, 1, 1)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str, device: str = "cpu", num_threads: int | None = None, **kwargs: int
+    ) -> Encoder:
+        model, config = load_checkpoint(path, device=device)
+        return cls(model, config, device=device, num_threads=num_threads, **kwargs)
+
+    @property
+    def n_bits(self) -> int:
+        return self.config.n_bits
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``[n, H, W, C]`` → normalised float32 ``[n, C, H, W]``."""
+        arr = np.asarray(images)
+        if arr.ndim != 4 or arr.shape[-1] != self.config.channels:
+            raise ValueError(
+                f"images must be uint8[n, H, W, {self.config.channels}], got {arr.shape}"
+            )
+        x = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return (x - self._mean) / self._std
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Decode and normalise one encoded image to ``float32[C, H, W]``."""
+        img = decode_image(
+            data,
+            image_size=self.config.image_size,
+            channels=self.config.channels,
+            max_bytes=self.max_bytes,
+            max_pixels=self.max_pixels,
+        )
+        return self.normalise(img[None])[0]
+
+    def encode_arrays(self, arrays: np.ndarray) -> np.ndarray:
+        """Normalised ``float32[n, C, H, W]`` → packed codes ``uint8[n, n_bits/8]``."""
+        x = np.asarray(arrays, dtype=np.float32)
+        size, ch = self.config.image_size, self.config.channels
+        if x.ndim != 4 or x.shape[1:] != (ch, size, size):
+            raise ValueError(f"arrays must be float32[n, {ch}, {size}, {size}], got {x.shape}")
+        out = np.empty((x.shape[0], self.n_bits // 8), dtype=np.uint8)
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], self.batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size]))
+                u = self.model(batch.to(self.device)).float().cpu().numpy()
+                out[start : start + len(batch)] = pack_bits(u >= 0)
+        return out
+
+    def encode_images(self, images: list[bytes]) -> np.ndarray:
+        """Encoded image bytes → packed codes; raises ImageDecodeError naming the bad index."""
+        if len(images) == 0:
+            return np.empty((0, self.n_bits // 8), dtype=np.uint8)
+        arrays = []
+        for i, data in enumerate(images):
+            try:
+                arrays.append(self.preprocess(data))
+            except ImageDecodeError as exc:
+                raise ImageDecodeError(f"image {i}: {exc}") from exc
+        return self.encode_arrays(np.stack(arrays))

@@ -1,0 +1,140 @@
+"""BNN layers: layer configs (xnor, bireal, reactnet, irnet), binary conv, RSign, RPReLU, blocks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odh_core.binary import binarize_activation, binarize_weight, ede_t
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """How a binary layer binarises activations and weights, and what follows the block."""
+
+    name: str
+    act_backward: str  # clip | approx | ede
+    weight_mode: str  # xnor | scaled | irnet
+    learnable_shift: bool  # RSign: sign(x − β), β per channel
+    post_act: str  # rprelu | hardtanh | identity
+    head_bn: bool  # BatchNorm1d(K) after the hash projection
+
+
+LAYER_CONFIGS: dict[str, LayerConfig] = {
+    "xnor": LayerConfig("xnor", "clip", "xnor", False, "identity", False),
+    "bireal": LayerConfig("bireal", "approx", "scaled", False, "identity", False),
+    "reactnet": LayerConfig("reactnet", "approx", "scaled", True, "rprelu", True),
+    "irnet": LayerConfig("irnet", "ede", "irnet", False, "hardtanh", False),
+}
+
+
+def get_layer_config(layer: str) -> LayerConfig:
+    """The named layer config; raises ValueError naming the known ones."""
+    try:
+        return LAYER_CONFIGS[layer]
+    except KeyError:
+        raise ValueError(f"layer must be one of {sorted(LAYER_CONFIGS)}, got {layer!r}") from None
+
+
+class RPReLU(nn.Module):
+    """ReActNet RPReLU: shift, per-channel PReLU, shift."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.shift_in = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.prelu = nn.PReLU(channels, init=0.25)
+        self.shift_out = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prelu(x - self.shift_in) + self.shift_out
+
+
+class BinaryActivation(nn.Module):
+    """sign(x − β) (β learnable per channel when ``learnable_shift``) with the config's STE."""
+
+    def __init__(self, channels: int, cfg: LayerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1)) if cfg.learnable_shift else None
+        self.register_buffer("ede_t", torch.tensor(1.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift is not None:
+            x = x - self.shift
+        return binarize_activation(x, self.cfg.act_backward, float(self.ede_t))
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Conv2d whose weights are binarised per the layer config (inputs are binarised outside)."""
+
+    def __init__(self, *args: object, cfg: LayerConfig, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.cfg = cfg
+        self.register_buffer("ede_t", torch.tensor(1.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = binarize_weight(self.weight, self.cfg.weight_mode, float(self.ede_t))
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def set_ede_progress(model: nn.Module, progress: float) -> float:
+    """Set the EDE temperature of every binary op in ``model`` for training progress in [0, 1]."""
+    t = ede_t(progress)
+    for mod in model.modules():
+        if isinstance(mod, BinaryActivation | BinaryConv2d):
+            mod.ede_t.fill_(t)
+    return t
+
+
+def _post_activation(kind: str, channels: int) -> nn.Module:
+    if kind == "rprelu":
+        return RPReLU(channels)
+    if kind == "hardtanh":
+        return nn.Hardtanh()
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unknown post activation {kind!r}")
+
+
+def downsample_shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """Full-precision shortcut: AvgPool2d(stride) (if strided) + 1×1 conv + BN, or identity."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    mods: list[nn.Module] = []
+    if stride > 1:
+        mods.append(nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False))
+    mods += [nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)]
+    return nn.Sequential(*mods)
+
+
+class BasicBlock(nn.Module):
+    """One 3×3 conv + BN + shortcut (Bi-Real / ReActNet design); binary or full-precision twin."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, *, binary: bool, cfg: LayerConfig
+    ) -> None:
+        super().__init__()
+        self.binary = binary
+        if binary:
+            self.act_in: nn.Module = BinaryActivation(in_ch, cfg)
+            self.conv: nn.Conv2d = BinaryConv2d(
+                in_ch, out_ch, 3, stride=stride, padding=1, bias=False, cfg=cfg
+            )
+            self.post = _post_activation(cfg.post_act, out_ch)
+        else:
+            self.act_in = nn.Identity()
+            self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+            self.post = nn.PReLU(out_ch) if cfg.post_act == "rprelu" else nn.ReLU()
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.shortcut = downsample_shortcut(in_ch, out_ch, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.bn(self.conv(self.act_in(x))) + self.shortcut(x))
