@@ -1,40 +1,64 @@
-"""Build a sharded index: one quantizer trained once, Ray tasks fill IVF shards, manifest last."""
+"""Build a sharded index: one quantizer trained once, Ray tasks fill IVF shards, manifest last.
+
+Builds are resumable: a rerun with the same codes and configuration reuses the trained quantizer
+and every finished shard (see :mod:`indexer.build_state`) and builds only what is missing.
+"""
 
 from __future__ import annotations
 
-import io
 import logging
-import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from indexer import storage
+from indexer.build_state import build_key, finished_shard, quantizer_ok, write_state
 from indexer.codes import code_arrays, read_codes, read_encode_info
 from indexer.manifest import MANIFEST_FILE, Manifest, ShardEntry, write_manifest
+from indexer.quantizer import QUANTIZERS, default_nlist, train_quantizer
+from indexer.shard_io import FAIL_ENV, fill_shard, meta_file, shard_file
 from indexer.shards import shard_of
 
 logger = logging.getLogger(__name__)
 
 QUANTIZER_FILE = "quantizer.faissbin"
 META_COLUMNS = ("id", "code", "key", "label")
+META_TYPES = {"key": pa.string(), "label": pa.list_(pa.int32())}
+
+__all__ = [
+    "QUANTIZER_FILE",
+    "BuildConfig",
+    "build",
+    "default_nlist",
+    "meta_file",
+    "meta_table",
+    "shard_file",
+    "train_quantizer",
+]
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Parameters of one index build."""
+    """Parameters of one index build.
+
+    ``quantizer``: ``"flat"`` (exact assignment) or ``"hnsw"`` (an ``IndexBinaryHNSW`` over the
+    centroids, for large ``nlist``). ``resume``: reuse a matching quantizer and finished shards.
+    """
 
     n_shards: int = 4
     nlist: int | None = None
     train_size: int = 100_000
     seed: int = 0
     niter: int = 20
+    quantizer: str = "flat"
+    hnsw_m: int = 16
     task_num_cpus: float = 0.5
     faiss_threads: int = 1
+    resume: bool = True
 
     def __post_init__(self) -> None:
         if self.n_shards < 1:
@@ -45,71 +69,82 @@ class BuildConfig:
             raise ValueError(f"train_size must be >= 1, got {self.train_size}")
         if self.niter < 1:
             raise ValueError(f"niter must be >= 1, got {self.niter}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.hnsw_m < 2:
+            raise ValueError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
+        if not self.task_num_cpus > 0:
+            raise ValueError(f"task_num_cpus must be > 0, got {self.task_num_cpus}")
+        if self.faiss_threads < 1:
+            raise ValueError(f"faiss_threads must be >= 1, got {self.faiss_threads}")
 
 
-def default_nlist(n: int) -> int:
-    """About ``4 * sqrt(n)`` lists, clipped to ``[1, n / 39]`` (>= 39 training points per list)."""
-    return int(min(max(1, round(4 * math.sqrt(max(n, 0)))), max(1, n // 39)))
+def meta_table(table: pa.Table) -> pa.Table:
+    """``id``, ``code``, ``key``, ``label`` of a codes table (missing key/label become null)."""
+    cols = {"id": table.column("id").cast(pa.int64()), "code": table.column("code")}
+    for name, typ in META_TYPES.items():
+        if name in table.column_names:
+            cols[name] = table.column(name).cast(typ)
+        else:
+            cols[name] = pa.nulls(table.num_rows, typ)
+    return pa.table(cols)
 
 
-def shard_file(shard: int) -> str:
-    return f"shard-{shard:05d}.faissbin"
+def read_code_set(
+    codes: str, storage_options: dict[str, Any] | None
+) -> tuple[dict[str, Any], int, pa.Table, np.ndarray, np.ndarray]:
+    """``(encode info, n_bits, meta table, ids, codes)`` of a code directory; ids must be unique."""
+    info = read_encode_info(codes, storage_options)
+    n_bits = int(info["n_bits"])
+    table = meta_table(read_codes(codes, storage_options=storage_options))
+    ids, code_arr = code_arrays(table, n_bits, source=storage.join(codes, "codes"))
+    if len(ids) == 0:
+        raise ValueError(f"{codes}: no codes to index")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if len(uniq) != len(ids):
+        dups = uniq[counts > 1][:5].tolist()
+        raise ValueError(f"{codes}: column 'id' has duplicate ids, e.g. {dups}")
+    if ids.min() < 0:
+        raise ValueError(f"{codes}: column 'id' has negative ids")
+    return info, n_bits, table, ids, code_arr
 
 
-def meta_file(shard: int) -> str:
-    return f"meta-{shard:05d}.parquet"
+def _fail_shard() -> int | None:
+    value = os.environ.get(FAIL_ENV)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"${FAIL_ENV} must be a shard number, got {value!r}") from exc
 
 
-def train_quantizer(
-    codes: np.ndarray, n_bits: int, nlist: int, *, train_size: int, seed: int, niter: int = 20
-) -> bytes:
-    """Train an empty ``IndexBinaryIVF`` on a seeded sample; returns its serialised bytes."""
-    import faiss
+def _run_tasks(refs: dict[int, Any], n_total: int, n_reused: int) -> dict[int, dict[str, Any]]:
+    """Wait for every shard task (so finished shards keep their markers), with a progress bar;
+    raise the first failure afterwards."""
+    import ray
+    from tqdm import tqdm
 
-    n = codes.shape[0]
-    if n < nlist:
-        raise ValueError(f"nlist={nlist} exceeds the number of codes ({n})")
-    rng = np.random.default_rng(seed)
-    sample = codes if n <= train_size else codes[np.sort(rng.choice(n, train_size, replace=False))]
-    ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(n_bits), n_bits, nlist)
-    ivf.cp.seed = seed
-    ivf.cp.niter = niter
-    ivf.cp.max_points_per_centroid = max(256, math.ceil(len(sample) / nlist))
-    ivf.train(np.ascontiguousarray(sample))
-    return faiss.serialize_index_binary(ivf).tobytes()
-
-
-def _fill_shard(
-    quantizer: bytes,
-    meta: pa.Table,
-    n_bits: int,
-    shard_uri: str,
-    meta_uri: str,
-    faiss_threads: int,
-    storage_options: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Body of the Ray task: add one shard's codes to a copy of the trained IVF and write it."""
-    import faiss
-
-    faiss.omp_set_num_threads(faiss_threads)
-    t0 = time.perf_counter()
-    ivf = faiss.deserialize_index_binary(np.frombuffer(quantizer, dtype=np.uint8))
-    ids, codes = code_arrays(meta, n_bits, source=meta_uri)
-    if len(ids):
-        ivf.add_with_ids(codes, ids)
-    data = faiss.serialize_index_binary(ivf).tobytes()
-    storage.write_bytes_atomic(shard_uri, data, storage_options)
-    buf = io.BytesIO()
-    pq.write_table(meta, buf)
-    meta_bytes = buf.getvalue()
-    storage.write_bytes_atomic(meta_uri, meta_bytes, storage_options)
-    return {
-        "sha256": storage.sha256_bytes(data),
-        "meta_sha256": storage.sha256_bytes(meta_bytes),
-        "ntotal": int(ivf.ntotal),
-        "bytes": len(data),
-        "seconds": time.perf_counter() - t0,
-    }
+    results: dict[int, dict[str, Any]] = {}
+    errors: list[tuple[int, BaseException]] = []
+    pending = {ref: s for s, ref in refs.items()}
+    with tqdm(total=n_total, initial=n_reused, desc="build shards", unit="shard") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                s = pending.pop(ref)
+                try:
+                    results[s] = ray.get(ref)
+                except Exception as exc:
+                    errors.append((s, exc))
+                bar.update(1)
+    if errors:
+        s, exc = errors[0]
+        raise RuntimeError(
+            f"build: {len(errors)} shard task(s) failed (first: shard {s}: {exc}); "
+            "rerun the same command to finish only the missing shards"
+        ) from exc
+    return results
 
 
 def build(
@@ -125,24 +160,25 @@ def build(
 ) -> Manifest:
     """Build an index directory from an encode job's code directory (Ray must be initialised).
 
-    Trains one binary k-means quantizer, assigns ids to shards by ``shard_of``, fills every shard
-    in a Ray task, and writes ``manifest.json`` last.
+    Trains one binary k-means quantizer on a seeded sample, assigns ids to shards by
+    ``shard_of``, fills every shard in a Ray task, and writes ``manifest.json`` last.
     """
     import ray
 
     cfg = config or BuildConfig(n_shards=n_shards, nlist=nlist, train_size=train_size, seed=seed)
     t0 = time.perf_counter()
-    info = read_encode_info(codes, storage_options)
-    n_bits = int(info["n_bits"])
-    table = read_codes(codes, columns=list(META_COLUMNS), storage_options=storage_options)
-    ids, code_arr = code_arrays(table, n_bits, source=storage.join(codes, "codes"))
+    info, n_bits, table, ids, code_arr = read_code_set(codes, storage_options)
     n = len(ids)
-    if n == 0:
-        raise ValueError(f"{codes}: no codes to index")
-    if len(np.unique(ids)) != n:
-        raise ValueError(f"{codes}: column 'id' has duplicate ids")
     n_lists = cfg.nlist if cfg.nlist is not None else default_nlist(n)
-    logger.info("build: %d codes of %d bits, nlist %d, %d shards", n, n_bits, n_lists, cfg.n_shards)
+    key_cfg = {
+        "nlist": n_lists, "n_shards": cfg.n_shards, "train_size": cfg.train_size,
+        "seed": cfg.seed, "niter": cfg.niter, "quantizer": cfg.quantizer, "hnsw_m": cfg.hnsw_m,
+    }  # fmt: skip
+    key = build_key(ids, code_arr, n_bits, key_cfg)
+    logger.info(
+        "build: %d codes of %d bits, nlist %d (%s quantizer), %d shards (read in %.2f s)",
+        n, n_bits, n_lists, cfg.quantizer, cfg.n_shards, time.perf_counter() - t0,
+    )  # fmt: skip
 
     storage.makedirs(output, storage_options)
     old_manifest = storage.join(output, MANIFEST_FILE)
@@ -151,43 +187,59 @@ def build(
         fs, path = storage.url_to_fs(old_manifest, storage_options)
         fs.rm(path)
 
-    t_train = time.perf_counter()
-    quantizer = train_quantizer(
-        code_arr, n_bits, n_lists, train_size=cfg.train_size, seed=cfg.seed, niter=cfg.niter
+    quantizer_uri = storage.join(output, QUANTIZER_FILE)
+    quantizer_sha = (
+        quantizer_ok(output, QUANTIZER_FILE, key, storage_options) if cfg.resume else None
     )
-    storage.write_bytes_atomic(storage.join(output, QUANTIZER_FILE), quantizer, storage_options)
-    logger.info("build: quantizer trained in %.2f s", time.perf_counter() - t_train)
+    if quantizer_sha is not None:
+        quantizer = storage.read_bytes(quantizer_uri, storage_options)
+        logger.info("build: resuming; reusing the trained quantizer")
+    else:
+        t_train = time.perf_counter()
+        quantizer = train_quantizer(
+            code_arr, n_bits, n_lists, train_size=cfg.train_size, seed=cfg.seed,
+            niter=cfg.niter, quantizer=cfg.quantizer, hnsw_m=cfg.hnsw_m,
+        )  # fmt: skip
+        storage.write_bytes_atomic(quantizer_uri, quantizer, storage_options)
+        quantizer_sha = storage.sha256_bytes(quantizer)
+        write_state(output, {"key": key, "quantizer_sha256": quantizer_sha}, storage_options)
+        logger.info("build: quantizer trained in %.2f s", time.perf_counter() - t_train)
 
     assignment = shard_of(ids, cfg.n_shards)
-    fill = ray.remote(num_cpus=cfg.task_num_cpus)(_fill_shard)
+    order = np.argsort(assignment, kind="stable")
+    bounds = np.searchsorted(assignment[order], np.arange(cfg.n_shards + 1))
+    results: dict[int, dict[str, Any]] = {}
+    if cfg.resume:
+        for s in range(cfg.n_shards):
+            entry = finished_shard(output, s, key, storage_options)
+            if entry is not None:
+                results[s] = entry
+    if results:
+        logger.info("build: resuming; %d of %d shards already finished", len(results), cfg.n_shards)
+    fill = ray.remote(num_cpus=cfg.task_num_cpus)(fill_shard)
     quantizer_ref = ray.put(quantizer)
-    refs = []
+    fail = _fail_shard()
+    refs = {}
     for s in range(cfg.n_shards):
-        rows = np.flatnonzero(assignment == s)
-        meta = table.take(pa.array(rows))
-        refs.append(
-            fill.remote(
-                quantizer_ref,
-                meta,
-                n_bits,
-                storage.join(output, shard_file(s)),
-                storage.join(output, meta_file(s)),
-                cfg.faiss_threads,
-                storage_options,
-            )
-        )
-    results = ray.get(refs)
+        if s in results:
+            continue
+        rows = order[bounds[s] : bounds[s + 1]]
+        refs[s] = fill.remote(
+            quantizer_ref, table.take(pa.array(rows)), n_bits, output, s, key,
+            cfg.faiss_threads, storage_options, fail == s,
+        )  # fmt: skip
+    results.update(_run_tasks(refs, cfg.n_shards, len(results)))
     shards = tuple(
         ShardEntry(
             shard=s,
-            file=shard_file(s),
-            sha256=r["sha256"],
-            meta_file=meta_file(s),
-            meta_sha256=r["meta_sha256"],
-            ntotal=r["ntotal"],
+            file=results[s]["file"],
+            sha256=results[s]["sha256"],
+            meta_file=results[s]["meta_file"],
+            meta_sha256=results[s]["meta_sha256"],
+            ntotal=int(results[s]["ntotal"]),
             group=0,
         )
-        for s, r in enumerate(results)
+        for s in range(cfg.n_shards)
     )
     if sum(e.ntotal for e in shards) != n:
         raise RuntimeError(
@@ -197,13 +249,19 @@ def build(
         n_bits=n_bits,
         nlist=n_lists,
         quantizer_file=QUANTIZER_FILE,
-        quantizer_sha256=storage.sha256_bytes(quantizer),
+        quantizer_sha256=quantizer_sha,
         shards=shards,
         encoder_checkpoint=info.get("checkpoint"),
         encoder_sha256=info.get("checkpoint_sha256"),
         generation=1,
-        build_config={**asdict(cfg), "nlist": n_lists, "codes": codes},
-    )
+        build_config={
+            **{k: v for k, v in asdict(cfg).items() if k != "resume"}, "nlist": n_lists,
+            "codes": codes,
+        },
+    )  # fmt: skip
     write_manifest(output, manifest, storage_options)
-    logger.info("build: %d codes in %d shards in %.2f s", n, cfg.n_shards, time.perf_counter() - t0)
+    logger.info(
+        "build: %d codes in %d shards (%d built, %d reused) in %.2f s",
+        n, cfg.n_shards, len(refs), cfg.n_shards - len(refs), time.perf_counter() - t0,
+    )  # fmt: skip
     return manifest

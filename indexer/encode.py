@@ -8,7 +8,7 @@ import hashlib
 import io
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,8 @@ from indexer.codes import (
     SUMMARY_FILE,
     code_schema,
 )
-from indexer.imageset import check_part_schema, list_parts, read_info
+from indexer.imageset import ImageSetError, check_part_schema, list_parts, read_info
+from indexer.job_metrics import JobMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EncodeConfig:
     num_cpus: float = 0.5
     writer_num_cpus: float = 0.25
     torch_threads: int = 1
+    num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -53,6 +55,8 @@ class EncodeConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if not self.num_cpus > 0:
             raise ValueError(f"num_cpus must be > 0, got {self.num_cpus}")
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
         if not self.writer_num_cpus > 0:
             raise ValueError(f"writer_num_cpus must be > 0, got {self.writer_num_cpus}")
 
@@ -67,6 +71,7 @@ class EncodeSummary:
     seconds: float
     images_per_s: float
     output: str
+    rejected_by_stage: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,10 +84,10 @@ def _error_text(exc: BaseException) -> str:
 class EncodeBatch:
     """Ray Data actor UDF: loads the encoder once, turns image rows into code or reject rows."""
 
-    def __init__(self, checkpoint: str, torch_threads: int = 1) -> None:
+    def __init__(self, checkpoint: str, torch_threads: int = 1, device: str = "cpu") -> None:
         from odh_core.encoder import Encoder
 
-        self.encoder = Encoder.from_checkpoint(checkpoint, num_threads=torch_threads)
+        self.encoder = Encoder.from_checkpoint(checkpoint, device=device, num_threads=torch_threads)
         self.width = self.encoder.n_bits // 8
 
     def _encode_rows(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str | None]]:
@@ -137,6 +142,9 @@ class EncodeBatch:
                 cols[name] = pa.nulls(n, typ)
         cols["stage"] = pa.array(stage, pa.string())
         cols["error"] = pa.array(error, pa.string())
+        cols["image_bytes"] = pc.fill_null(pc.binary_length(batch.column("image")), 0).cast(
+            pa.int64()
+        )
         return pa.table(cols)
 
 
@@ -154,6 +162,7 @@ def write_batch(
     ok = pc.is_null(batch.column("stage"))
     codes = batch.filter(ok)
     rejects = batch.filter(pc.invert(ok))
+    written = 0
     if batch.num_rows:
         name = _part_name(batch.column("id").to_numpy())
         for rows, sub, schema in (
@@ -166,8 +175,17 @@ def write_batch(
                 storage.write_bytes_atomic(
                     storage.join(output, sub, name), buf.getvalue(), storage_options
                 )
+                written += buf.tell()
+    stages = rejects.column("stage").to_pylist()
     return pa.table(
-        {"encoded": [codes.num_rows], "rejected": [rejects.num_rows]},
+        {
+            "encoded": [codes.num_rows],
+            "rejected": [rejects.num_rows],
+            "rejected_decode": [stages.count("decode")],
+            "rejected_encode": [stages.count("encode")],
+            "image_bytes": [int(pc.sum(batch.column("image_bytes")).as_py() or 0)],
+            "written_bytes": [written],
+        },
     )
 
 
@@ -193,6 +211,29 @@ def _clear(output: str, storage_options: dict[str, Any] | None) -> None:
             fs.rm(path)
 
 
+def _check_ids(parts: list[str], storage_options: dict[str, Any] | None) -> int:
+    """Read only the ``id`` columns: nulls, negatives and duplicates fail here, naming the file,
+    not later inside a worker. Returns the row count."""
+    seen: list[np.ndarray] = []
+    for uri in parts:
+        fs, p = storage.url_to_fs(uri, storage_options)
+        col = pq.read_table(p, filesystem=fs, columns=["id"]).column("id")
+        if col.null_count:
+            raise ImageSetError(f"{uri}: column 'id' has {col.null_count} null values")
+        ids = col.to_numpy().astype(np.int64)
+        if ids.size and ids.min() < 0:
+            raise ImageSetError(f"{uri}: column 'id' has negative values (ids must be >= 0)")
+        seen.append(ids)
+    if seen:
+        all_ids = np.concatenate(seen)
+        uniq, counts = np.unique(all_ids, return_counts=True)
+        if len(uniq) != len(all_ids):
+            dup = int(uniq[counts > 1][0])
+            owners = sorted({parts[i] for i, ids in enumerate(seen) if (ids == dup).any()})
+            raise ImageSetError(f"{' and '.join(owners)}: column 'id' has duplicate id {dup}")
+    return sum(len(ids) for ids in seen)
+
+
 def encode(
     image_set: str,
     checkpoint: str,
@@ -201,14 +242,20 @@ def encode(
     batch_size: int = 256,
     concurrency: int = 1,
     num_cpus: float = 0.5,
+    num_gpus: float = 0.0,
+    pushgateway: str | None = None,
+    progress: bool = True,
     storage_options: dict[str, Any] | None = None,
 ) -> EncodeSummary:
     """Encode every image of ``image_set`` with the checkpoint's encoder into ``output``.
 
-    Ray must be initialised by the caller. Writes ``codes/part-*.parquet``,
-    ``rejects/part-*.parquet``, ``_encode.json`` and ``_summary.json`` (last).
+    Ray must be initialised by the caller. ``num_gpus`` > 0 gives every encoder actor that many
+    GPUs (and runs the model on ``cuda``). Writes ``codes/part-*.parquet``,
+    ``rejects/part-*.parquet``, ``_encode.json``, ``metrics.prom`` and ``_summary.json`` (last);
+    pushes the metrics to ``pushgateway`` when given.
     """
     import ray
+    from tqdm import tqdm
 
     from odh_core.checkpoint import checkpoint_sha256
     from odh_core.encoder import Encoder
@@ -220,19 +267,19 @@ def encode(
         batch_size=batch_size,
         concurrency=concurrency,
         num_cpus=num_cpus,
+        num_gpus=num_gpus,
     )
+    metrics = JobMetrics("odh_encode")
     t0 = time.perf_counter()
     dataset_info = read_info(cfg.image_set, storage_options)
     parts = list_parts(cfg.image_set, storage_options)
     if not parts:
         raise ValueError(f"{cfg.image_set}: no part-*.parquet files")
-    n_rows = 0
     columns: list[str] = []
     for uri in parts:
         schema = check_part_schema(uri, storage_options)
-        fs, p = storage.url_to_fs(uri, storage_options)
-        n_rows += pq.read_metadata(p, filesystem=fs).num_rows
         columns = [c for c in ("id", "image", "key", "label", "split") if c in schema.names]
+    n_rows = _check_ids(parts, storage_options)
     n_bits = Encoder.from_checkpoint(cfg.checkpoint).n_bits
     logger.info(
         "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
@@ -240,15 +287,21 @@ def encode(
     )  # fmt: skip
     storage.makedirs(cfg.output, storage_options)
     _clear(cfg.output, storage_options)
+    metrics.set_seconds("validate", time.perf_counter() - t0)
 
     pa_fs, _ = _pyarrow_fs(cfg.image_set, storage_options)
     paths = [storage.url_to_fs(u, storage_options)[1] for u in parts]
     ds = ray.data.read_parquet(paths, filesystem=pa_fs, columns=columns)
     ds = ds.map_batches(
         EncodeBatch,
-        fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "torch_threads": cfg.torch_threads},
+        fn_constructor_kwargs={
+            "checkpoint": cfg.checkpoint,
+            "torch_threads": cfg.torch_threads,
+            "device": "cuda" if cfg.num_gpus > 0 else "cpu",
+        },
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
         num_cpus=cfg.num_cpus,
+        num_gpus=cfg.num_gpus or None,
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
     )
@@ -260,15 +313,33 @@ def encode(
         batch_format="pyarrow",
     )
     logger.info("encode: running the Ray Data pipeline")
-    rows = ds.take_all()
-    encoded = sum(int(r["encoded"]) for r in rows)
-    rejected = sum(int(r["rejected"]) for r in rows)
+    t_run = time.perf_counter()
+    totals = dict.fromkeys(
+        ("encoded", "rejected", "rejected_decode", "rejected_encode", "image_bytes",
+         "written_bytes"), 0,
+    )  # fmt: skip
+    with tqdm(total=n_rows, desc="encode", unit="img", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for name in totals:
+                totals[name] += int(pc.sum(batch.column(name)).as_py() or 0)
+            bar.update(int(pc.sum(batch.column("encoded")).as_py() or 0)
+                       + int(pc.sum(batch.column("rejected")).as_py() or 0))  # fmt: skip
+    encoded, rejected = totals["encoded"], totals["rejected"]
     if encoded + rejected != n_rows:
         raise RuntimeError(
             f"encode: {encoded} codes + {rejected} rejects != "
             f"{n_rows} input rows of {cfg.image_set}"
         )
     seconds = time.perf_counter() - t0
+    metrics.set_seconds("encode", time.perf_counter() - t_run)
+    metrics.set_seconds("total", seconds)
+    metrics.add_rows("encode", "read", n_rows)
+    metrics.add_rows("encode", "encoded", encoded)
+    by_stage = {"decode": totals["rejected_decode"], "encode": totals["rejected_encode"]}
+    for stage, n in by_stage.items():
+        metrics.add_rows(stage, "rejected", n)
+    metrics.add_bytes("read", totals["image_bytes"])
+    metrics.add_bytes("write", totals["written_bytes"])
     storage.write_json_atomic(
         storage.join(cfg.output, ENCODE_INFO_FILE),
         {
@@ -287,7 +358,11 @@ def encode(
         seconds=round(seconds, 3),
         images_per_s=round(n_rows / seconds, 1) if seconds > 0 else 0.0,
         output=cfg.output,
+        rejected_by_stage={k: v for k, v in by_stage.items() if v},
     )
+    metrics.write(cfg.output, storage_options)
+    if pushgateway:
+        metrics.push(pushgateway)
     storage.write_json_atomic(
         storage.join(cfg.output, SUMMARY_FILE), summary.to_json(), storage_options
     )

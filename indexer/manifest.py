@@ -64,6 +64,7 @@ class Manifest:
     generation: int = 1
     metric: str = "hamming"
     build_config: dict[str, Any] = field(default_factory=dict)
+    deleted_ids: tuple[int, ...] = ()
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -77,6 +78,11 @@ class Manifest:
     @property
     def ntotal(self) -> int:
         return sum(s.ntotal for s in self.shards)
+
+    @property
+    def deleted_count(self) -> int:
+        """How many ids were removed by ``odh build --delete`` since the first generation."""
+        return len(self.deleted_ids)
 
     @property
     def n_shards(self) -> int:
@@ -102,6 +108,7 @@ class Manifest:
             "encoder": {"checkpoint": self.encoder_checkpoint, "sha256": self.encoder_sha256},
             "shards": [s.to_json() for s in self.shards],
             "build": dict(self.build_config),
+            "deleted": {"count": self.deleted_count, "ids": list(self.deleted_ids)},
         }
 
     @classmethod
@@ -126,6 +133,7 @@ class Manifest:
                 generation=int(obj.get("generation", 1)),
                 metric=str(obj.get("metric", "hamming")),
                 build_config=dict(obj.get("build", {})),
+                deleted_ids=tuple(int(i) for i in (obj.get("deleted") or {}).get("ids", [])),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{source}: bad or missing field: {exc!r}") from exc

@@ -89,6 +89,12 @@ def test_encode_with_corrupt_row(
     assert info["batch_size"] == 8 and info["concurrency"] == 1
     saved = json.loads(Path(out, "_summary.json").read_text())
     assert saved["encoded"] == 47 and saved["rejected"] == 1 and saved["read"] == 48
+    assert saved["rejected_by_stage"] == {"decode": 1}
+    prom = Path(out, "metrics.prom").read_text()
+    assert 'odh_job_rows_total{outcome="read",stage="encode"} 48.0' in prom
+    assert 'odh_job_rows_total{outcome="encoded",stage="encode"} 47.0' in prom
+    assert 'odh_job_rows_total{outcome="rejected",stage="decode"} 1.0' in prom
+    assert 'odh_job_bytes_total{stage="read"}' in prom and "odh_job_stage_seconds" in prom
 
     # rerunning replaces the previous output rather than adding to it
     again = encode(corrupt_set, tiny_checkpoint, out, batch_size=16)

@@ -88,3 +88,30 @@ def test_build_on_s3(s3: dict[str, Any], ray_local: None) -> None:
     assert dist[:, 0].tolist() == [0] * 4 and idx[:, 0].tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="mmap=True needs a local file"):
         load_shard("s3://odh/index", manifest.shards[0], mmap=True, storage_options=s3)
+
+
+@pytest.mark.slow
+def test_encode_and_build_on_s3(
+    s3: dict[str, Any], ray_local: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import torch
+
+    from indexer.codes import read_codes
+    from indexer.encode import encode
+    from odh_core.checkpoint import EncoderConfig, save_checkpoint
+    from odh_core.models import create_encoder
+
+    torch.manual_seed(0)
+    ckpt = str(tmp_path_factory.mktemp("ckpt") / "encoder")
+    config = EncoderConfig(name="resnet_small", n_bits=16, image_size=28, channels=1, n_classes=3)
+    save_checkpoint(create_encoder("resnet_small", n_bits=16, n_classes=3), config, ckpt)
+    make_synthetic("s3://odh/enc-images", n_classes=3, per_class=6, storage_options=s3)
+    summary = encode("s3://odh/enc-images", ckpt, "s3://odh/enc-codes", batch_size=8,
+                     storage_options=s3)  # fmt: skip
+    assert (summary.read, summary.encoded, summary.rejected) == (18, 18, 0)
+    assert storage.exists("s3://odh/enc-codes/metrics.prom", s3)
+    assert read_codes("s3://odh/enc-codes", storage_options=s3).num_rows == 18
+    manifest = build("s3://odh/enc-codes", "s3://odh/enc-index", n_shards=2, nlist=2,
+                     storage_options=s3)  # fmt: skip
+    assert manifest.ntotal == 18
+    assert read_manifest("s3://odh/enc-index", storage_options=s3).generation == 1

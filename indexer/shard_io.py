@@ -1,0 +1,171 @@
+"""Writing one shard: its ``IndexBinaryIVF`` file, its meta Parquet file and its completion marker.
+
+These run inside Ray tasks (build, append, delete). A shard's files are written first and its
+marker (``_build/shard-NNNNN.json``, naming the files and their sha256) last, so a killed build
+can tell finished shards from half-written ones.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexer import storage
+from indexer.build_state import write_marker
+from indexer.codes import code_arrays
+from indexer.quantizer import index_from_bytes
+
+if TYPE_CHECKING:
+    import faiss
+
+logger = logging.getLogger(__name__)
+
+FAIL_ENV = "ODH_BUILD_FAIL_SHARD"
+
+
+def shard_file(shard: int, generation: int = 1) -> str:
+    """``shard-00000.faissbin`` in generation 1, ``shard-00000-g00002.faissbin`` after updates."""
+    suffix = "" if generation <= 1 else f"-g{generation:05d}"
+    return f"shard-{shard:05d}{suffix}.faissbin"
+
+
+def meta_file(shard: int, generation: int = 1) -> str:
+    suffix = "" if generation <= 1 else f"-g{generation:05d}"
+    return f"meta-{shard:05d}{suffix}.parquet"
+
+
+def write_index(
+    index: faiss.IndexBinary, uri: str, storage_options: dict[str, Any] | None
+) -> tuple[str, int]:
+    """Write a binary index (temp file + rename locally, one put remotely); ``(sha256, bytes)``."""
+    import faiss
+
+    fs, path = storage.url_to_fs(uri, storage_options)
+    if storage.is_local(fs):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            faiss.write_index_binary(index, tmp)
+            digest = storage.sha256_of(tmp)
+            size = os.path.getsize(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return digest, size
+    data = faiss.serialize_index_binary(index).tobytes()
+    storage.write_bytes_atomic(uri, data, storage_options)
+    return storage.sha256_bytes(data), len(data)
+
+
+def write_table(
+    table: pa.Table, uri: str, storage_options: dict[str, Any] | None
+) -> tuple[str, int]:
+    """Write a Parquet file atomically; ``(sha256, bytes)``."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    data = buf.getvalue()
+    storage.write_bytes_atomic(uri, data, storage_options)
+    return storage.sha256_bytes(data), len(data)
+
+
+def write_shard(
+    ivf: faiss.IndexBinaryIVF,
+    meta: pa.Table,
+    output: str,
+    shard: int,
+    generation: int,
+    storage_options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Write a shard's index and meta files; returns the manifest entry fields."""
+    file, mfile = shard_file(shard, generation), meta_file(shard, generation)
+    sha, nbytes = write_index(ivf, storage.join(output, file), storage_options)
+    meta_sha, meta_bytes = write_table(meta, storage.join(output, mfile), storage_options)
+    return {
+        "shard": shard,
+        "file": file,
+        "sha256": sha,
+        "meta_file": mfile,
+        "meta_sha256": meta_sha,
+        "ntotal": int(ivf.ntotal),
+        "bytes": nbytes,
+        "meta_bytes": meta_bytes,
+    }
+
+
+def fill_shard(
+    quantizer: bytes,
+    meta: pa.Table,
+    n_bits: int,
+    output: str,
+    shard: int,
+    build_key: str,
+    faiss_threads: int,
+    storage_options: dict[str, Any] | None,
+    fail: bool = False,
+) -> dict[str, Any]:
+    """Ray task body: add one shard's codes to a copy of the trained IVF, write files + marker.
+
+    ``fail=True`` (set by the driver from ``$ODH_BUILD_FAIL_SHARD``) raises before the files are
+    written — a test hook that simulates a build killed part-way.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(faiss_threads)
+    t0 = time.perf_counter()
+    if fail:
+        raise RuntimeError(f"shard {shard}: injected failure (${FAIL_ENV})")
+    ivf = index_from_bytes(quantizer)
+    ids, codes = code_arrays(meta, n_bits, source=f"shard {shard}")
+    if len(ids):
+        ivf.add_with_ids(codes, ids)
+    entry = write_shard(ivf, meta, output, shard, 1, storage_options)
+    write_marker(output, shard, build_key, entry, storage_options)
+    entry["seconds"] = time.perf_counter() - t0
+    return entry
+
+
+def update_shard(
+    index_dir: str,
+    entry: dict[str, Any],
+    add: pa.Table | None,
+    remove_ids: np.ndarray | None,
+    n_bits: int,
+    generation: int,
+    faiss_threads: int,
+    storage_options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Ray task body for append/delete: write a new generation of one shard's files."""
+    import faiss
+
+    from indexer.manifest import ShardEntry
+    from indexer.shards import load_meta, load_shard
+
+    faiss.omp_set_num_threads(faiss_threads)
+    shard_entry = ShardEntry.from_json(entry)
+    ivf = load_shard(index_dir, shard_entry, storage_options=storage_options)
+    meta = load_meta(index_dir, shard_entry, storage_options=storage_options)
+    if remove_ids is not None and len(remove_ids):
+        remove_ids = np.asarray(remove_ids, dtype=np.int64)
+        removed = ivf.remove_ids(faiss.IDSelectorBatch(remove_ids))
+        if removed != len(remove_ids):
+            raise RuntimeError(f"shard {shard_entry.shard}: removed {removed} of {len(remove_ids)}")
+        keep = ~np.isin(meta.column("id").to_numpy(), remove_ids)
+        meta = meta.filter(pa.array(keep))
+    if add is not None and add.num_rows:
+        ids, codes = code_arrays(add, n_bits, source=f"shard {shard_entry.shard} (append)")
+        ivf.add_with_ids(codes, ids)
+        meta = pa.concat_tables([meta, add.select(meta.column_names).cast(meta.schema)])
+    if ivf.ntotal != meta.num_rows:
+        raise RuntimeError(
+            f"shard {shard_entry.shard}: index holds {ivf.ntotal}, meta {meta.num_rows} rows"
+        )
+    return write_shard(ivf, meta, index_dir, shard_entry.shard, generation, storage_options)

@@ -1,0 +1,207 @@
+"""Changing a built index in place: append new codes and delete ids, one generation at a time.
+
+Both rewrite only the shards that own the affected ids (by the same ``shard_of`` hash), under new
+generation file names, then write the manifest with ``generation + 1`` last. Files of the
+generation before the previous one are removed afterwards (readers of the previous manifest keep
+working until they reload).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexer import storage
+from indexer.build import read_code_set
+from indexer.build_state import clear_state
+from indexer.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from indexer.shard_io import update_shard
+from indexer.shards import shard_of
+
+logger = logging.getLogger(__name__)
+
+_SHARD_FILE_RE = re.compile(r"^(shard|meta)-\d{5}(-g\d{5})?\.(faissbin|parquet)$")
+
+
+def _shard_ids(
+    index_dir: str, manifest: Manifest, storage_options: dict[str, Any] | None
+) -> dict[int, np.ndarray]:
+    """The ids each shard holds (from its meta file's ``id`` column)."""
+    out = {}
+    for entry in manifest.shards:
+        fs, path = storage.url_to_fs(storage.join(index_dir, entry.meta_file), storage_options)
+        out[entry.shard] = (
+            pq.read_table(path, filesystem=fs, columns=["id"]).column("id").to_numpy()
+        )
+    return out
+
+
+def _apply(
+    index_dir: str,
+    manifest: Manifest,
+    jobs: dict[int, tuple[pa.Table | None, np.ndarray | None]],
+    deleted_ids: tuple[int, ...],
+    storage_options: dict[str, Any] | None,
+    *,
+    task_num_cpus: float,
+    faiss_threads: int,
+) -> Manifest:
+    import ray
+
+    generation = manifest.generation + 1
+    task = ray.remote(num_cpus=task_num_cpus)(update_shard)
+    by_shard = {e.shard: e for e in manifest.shards}
+    refs = {
+        s: task.remote(
+            index_dir,
+            by_shard[s].to_json(),
+            add,
+            remove,
+            manifest.n_bits,
+            generation,
+            faiss_threads,
+            storage_options,
+        )
+        for s, (add, remove) in jobs.items()
+    }
+    results = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+    shards = tuple(
+        ShardEntry(
+            shard=e.shard,
+            file=results[e.shard]["file"],
+            sha256=results[e.shard]["sha256"],
+            meta_file=results[e.shard]["meta_file"],
+            meta_sha256=results[e.shard]["meta_sha256"],
+            ntotal=int(results[e.shard]["ntotal"]),
+            group=e.group,
+        )
+        if e.shard in results
+        else e
+        for e in manifest.shards
+    )
+    new = replace(manifest, shards=shards, generation=generation, deleted_ids=deleted_ids)
+    clear_state(index_dir, storage_options)  # the resume markers describe older shards now
+    write_manifest(index_dir, new, storage_options)
+    _prune(index_dir, keep=(manifest, new), storage_options=storage_options)
+    return new
+
+
+def _prune(
+    index_dir: str, keep: Iterable[Manifest], storage_options: dict[str, Any] | None
+) -> None:
+    """Remove shard/meta files that neither the new nor the previous manifest names."""
+    wanted = {f for m in keep for e in m.shards for f in (e.file, e.meta_file)}
+    fs, root = storage.url_to_fs(index_dir, storage_options)
+    for path in fs.ls(root, detail=False):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if _SHARD_FILE_RE.match(name) and name not in wanted:
+            logger.info("removing %s (two generations old)", name)
+            fs.rm(path)
+
+
+def append(
+    codes: str,
+    index_dir: str,
+    *,
+    task_num_cpus: float = 0.5,
+    faiss_threads: int = 1,
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
+    """Add the codes of an encode job's directory to a built index (Ray must be initialised).
+
+    New ids go to the shard ``shard_of`` names; an id already in the index is a ValueError.
+    Returns the new manifest (``generation + 1``).
+    """
+    t0 = time.perf_counter()
+    manifest = read_manifest(index_dir, storage_options)
+    _, n_bits, table, ids, _ = read_code_set(codes, storage_options)
+    if n_bits != manifest.n_bits:
+        raise ValueError(f"{codes}: codes have {n_bits} bits, the index {manifest.n_bits}")
+    existing = np.concatenate(list(_shard_ids(index_dir, manifest, storage_options).values()))
+    clash = ids[np.isin(ids, existing)]
+    if clash.size:
+        raise ValueError(
+            f"{codes}: {clash.size} id(s) are already in the index {index_dir}, e.g. "
+            f"{np.sort(clash)[:5].tolist()} (delete them first or give new ids)"
+        )
+    assignment = shard_of(ids, manifest.n_shards)
+    jobs: dict[int, tuple[pa.Table | None, np.ndarray | None]] = {}
+    for s in np.unique(assignment).tolist():
+        jobs[int(s)] = (table.take(pa.array(np.flatnonzero(assignment == s))), None)
+    deleted = tuple(sorted(set(manifest.deleted_ids) - set(ids.tolist())))
+    new = _apply(
+        index_dir, manifest, jobs, deleted, storage_options,
+        task_num_cpus=task_num_cpus, faiss_threads=faiss_threads,
+    )  # fmt: skip
+    logger.info(
+        "append: %d codes into %d shard(s) of %s, generation %d, ntotal %d (%.2f s)",
+        len(ids), len(jobs), index_dir, new.generation, new.ntotal, time.perf_counter() - t0,
+    )  # fmt: skip
+    return new
+
+
+def read_id_file(path: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    """Ids from a text file: integers separated by whitespace or commas (``#`` starts a comment)."""
+    text = storage.read_bytes(path, storage_options).decode("utf-8")
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for token in line.split("#", 1)[0].replace(",", " ").split():
+            try:
+                out.append(int(token))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: {token!r} is not an integer id") from exc
+    return np.asarray(out, dtype=np.int64)
+
+
+def delete(
+    index_dir: str,
+    ids: Iterable[int] | np.ndarray,
+    *,
+    task_num_cpus: float = 0.5,
+    faiss_threads: int = 1,
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
+    """Remove ``ids`` from their owning shards (``remove_ids``); unknown ids are a ValueError.
+
+    The ids are recorded in the manifest's ``deleted`` list; returns the new manifest.
+    """
+    t0 = time.perf_counter()
+    ids = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, np.int64))
+    if ids.size == 0:
+        raise ValueError("delete: no ids given")
+    if ids.min() < 0:
+        raise ValueError("delete: ids must be >= 0")
+    manifest = read_manifest(index_dir, storage_options)
+    held = _shard_ids(index_dir, manifest, storage_options)
+    assignment = shard_of(ids, manifest.n_shards)
+    jobs: dict[int, tuple[pa.Table | None, np.ndarray | None]] = {}
+    unknown: list[np.ndarray] = []
+    for s in np.unique(assignment).tolist():
+        mine = ids[assignment == s]
+        present = np.isin(mine, held[int(s)])
+        unknown.append(mine[~present])
+        jobs[int(s)] = (None, mine)
+    missing = np.sort(np.concatenate(unknown))
+    if missing.size:
+        raise ValueError(
+            f"delete: {missing.size} id(s) are not in the index {index_dir}, "
+            f"e.g. {missing[:5].tolist()}"
+        )
+    deleted = tuple(sorted(set(manifest.deleted_ids) | set(ids.tolist())))
+    new = _apply(
+        index_dir, manifest, jobs, deleted, storage_options,
+        task_num_cpus=task_num_cpus, faiss_threads=faiss_threads,
+    )  # fmt: skip
+    logger.info(
+        "delete: %d ids from %d shard(s) of %s, generation %d, ntotal %d (%.2f s)",
+        len(ids), len(jobs), index_dir, new.generation, new.ntotal, time.perf_counter() - t0,
+    )  # fmt: skip
+    return new
