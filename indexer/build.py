@@ -216,7 +216,8 @@ def build(
                 results[s] = entry
     if results:
         logger.info("build: resuming; %d of %d shards already finished", len(results), cfg.n_shards)
-    fill = ray.remote(num_cpus=cfg.task_num_cpus)(fill_shard)
+    # SPREAD: shard builds are memory-heavy and independent, so they go to different nodes.
+    fill = ray.remote(num_cpus=cfg.task_num_cpus, scheduling_strategy="SPREAD")(fill_shard)
     quantizer_ref = ray.put(quantizer)
     fail = _fail_shard()
     refs = {}
