@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-e2e lint format fashion-mnist bench-quality bench-build bench-serve clean
+.PHONY: demo test test-fast test-e2e test-s3 test-multinode lint format fashion-mnist bench-quality bench-build bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-fast: $(STAMP)
 
 test-e2e: $(STAMP) fashion-mnist
 	$(BIN)/pytest -q -m "e2e" $(PYTEST_ARGS)
+
+## test-s3: the image-set / encode / build tests against a moto S3 server on 127.0.0.1 (incl. slow)
+test-s3: $(STAMP)
+	$(BIN)/pytest -q tests/indexer/test_s3.py
+
+## test-multinode: head + 2 worker nodes on this machine (encode, build, serve, node loss)
+test-multinode: $(STAMP)
+	$(BIN)/pytest -q tests/cluster/test_multinode.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
