@@ -80,6 +80,65 @@ def cmd_data_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_cifar10(args: argparse.Namespace) -> int:
+    from indexer.converters.cifar10 import convert_cifar10
+
+    info = convert_cifar10(
+        args.source,
+        args.output,
+        seed=args.seed,
+        rows_per_part=args.rows_per_part,
+        query_per_class=100 if args.query_per_class is None else args.query_per_class,
+        train_per_class=500 if args.train_per_class is None else args.train_per_class,
+        storage_options=_storage_options(args.storage_options),
+    )
+    logger.info("image set written to %s: %s", args.output, info.counts)
+    return 0
+
+
+def cmd_data_folder(args: argparse.Namespace) -> int:
+    from indexer.converters.folder import convert_folder
+
+    info = convert_folder(
+        args.source,
+        args.output,
+        name=args.name,
+        image_size=args.image_size,
+        query_per_class=args.query_per_class or 0,
+        train_per_class=args.train_per_class or 0,
+        seed=args.seed,
+        rows_per_part=args.rows_per_part,
+        storage_options=_storage_options(args.storage_options),
+    )
+    logger.info("image set written to %s: %s", args.output, info.counts)
+    return 0
+
+
+def cmd_data_parquet(args: argparse.Namespace) -> int:
+    from indexer.converters.parquet_source import ColumnMapping, convert_parquet
+
+    info = convert_parquet(
+        args.source,
+        args.output,
+        columns=ColumnMapping(
+            image=args.image_col,
+            id=args.id_col,
+            label=args.label_col,
+            key=args.key_col,
+            split=args.split_col,
+        ),
+        name=args.name,
+        image_size=args.image_size,
+        query_per_class=args.query_per_class or 0,
+        train_per_class=args.train_per_class or 0,
+        seed=args.seed,
+        rows_per_part=args.rows_per_part,
+        storage_options=_storage_options(args.storage_options),
+    )
+    logger.info("image set written to %s: %s", args.output, info.counts)
+    return 0
+
+
 def train_config_from_args(args: argparse.Namespace):
     """The TrainConfig an `odh train` command line describes."""
     from odh_core.train import TrainConfig
@@ -132,30 +191,51 @@ def cmd_encode(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             concurrency=args.concurrency,
             num_cpus=args.actor_cpus,
+            num_gpus=args.gpus_per_actor,
+            pushgateway=args.pushgateway,
             storage_options=_storage_options(args.storage_options),
         )
-    logger.info("encode summary: %s", summary)
+    sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from indexer.build import build
+    from indexer.build import BuildConfig, build
+    from indexer.update import append, delete, read_id_file
 
+    options = _storage_options(args.storage_options)
+    modes = sum(x is not None for x in (args.codes, args.append)) + bool(
+        args.delete_ids or args.delete
+    )
+    if modes != 1:
+        raise ValueError("give exactly one of --codes, --append CODES, --delete-ids/--delete")
     with _runtime(args):
-        manifest = build(
-            args.codes,
-            args.output,
-            n_shards=args.shards,
-            nlist=args.nlist,
-            train_size=args.train_size,
-            seed=args.seed,
-        )
+        if args.append is not None:
+            manifest = append(args.append, args.output, storage_options=options)
+        elif args.delete_ids or args.delete:
+            ids = list(args.delete or [])
+            if args.delete_ids:
+                ids += read_id_file(args.delete_ids, options).tolist()
+            manifest = delete(args.output, ids, storage_options=options)
+        else:
+            config = BuildConfig(
+                n_shards=args.shards,
+                nlist=args.nlist,
+                train_size=args.train_size,
+                seed=args.seed,
+                quantizer=args.quantizer,
+                hnsw_m=args.hnsw_m,
+                resume=not args.no_resume,
+            )
+            manifest = build(args.codes, args.output, config=config, storage_options=options)
     logger.info(
-        "index written to %s: %d codes in %d shards, nlist=%d",
+        "index %s generation %d: %d codes in %d shards, nlist=%d, %d deleted",
         args.output,
-        sum(s.ntotal for s in manifest.shards),
-        len(manifest.shards),
+        manifest.generation,
+        manifest.ntotal,
+        manifest.n_shards,
         manifest.nlist,
+        manifest.deleted_count,
     )
     return 0
 
@@ -166,7 +246,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.app import start_server
 
     with _runtime(args):
-        url = start_server(args.index, host=args.host, port=args.port, groups=args.groups)
+        url = start_server(
+            args.index,
+            host=args.host,
+            port=args.port,
+            groups=args.groups,
+            replicas=args.replicas,
+            placement=args.placement,
+            num_cpus=args.replica_cpus,
+            timeout_s=args.timeout_s,
+            device=args.device,
+        )
         logger.info("serving %s at %s (Ctrl-C stops)", args.index, url)
         try:
             while True:
@@ -181,17 +271,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     from serving.client import ODHClient
 
     client = ODHClient(args.url, timeout=args.timeout)
+    opts = {
+        "k": args.k,
+        "nprobe": args.nprobe,
+        "max_distance": args.max_distance,
+        "require_all": args.require_all,
+    }
     if args.image:
         names = list(args.image)
-        result = client.search(
-            images=[Path(p).read_bytes() for p in args.image], k=args.k, nprobe=args.nprobe
-        )
+        result = client.search(images=[Path(p).read_bytes() for p in args.image], **opts)
     elif args.code:
         names = list(args.code)
-        result = client.search(codes=list(args.code), k=args.k, nprobe=args.nprobe)
+        result = client.search(codes=list(args.code), **opts)
     else:
         names = [str(i) for i in args.id]
-        result = client.search(ids=list(args.id), k=args.k, nprobe=args.nprobe)
+        result = client.search(ids=list(args.id), **opts)
     if args.json:
         sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     else:
@@ -277,6 +371,15 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local cluster")
 
 
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", required=True, help="image-set directory or s3:// prefix")
+    p.add_argument("--query-per-class", type=int, default=None, help="query images per class")
+    p.add_argument("--train-per-class", type=int, default=None, help="training images per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows-per-part", type=int, default=10_000, help="rows per part-*.parquet")
+    p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet_small", help="encoder registry name")
     p.add_argument("--bits", type=int, default=64, choices=[16, 32, 64, 128], help="code length")
@@ -326,6 +429,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_synthetic)
+    p = data_sub.add_parser("cifar10", help="convert the CIFAR-10 python batches")
+    p.add_argument("--source", required=True, help="directory with data_batch_1..5, test_batch")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_data_cifar10)
+    p = data_sub.add_parser("folder", help="an image folder with one subfolder per class")
+    p.add_argument("--source", required=True, help="root folder: ROOT/CLASS/IMAGE")
+    p.add_argument("--name", default=None, help="data set name (default: the folder name)")
+    p.add_argument("--image-size", type=int, default=None, help="default: the first image's")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_data_folder)
+    p = data_sub.add_parser("parquet", help="any Parquet data set, given a column mapping")
+    p.add_argument("--source", required=True, help="Parquet file or directory (or s3://)")
+    p.add_argument("--image-col", default="image", help="binary or {bytes: ...} image column")
+    p.add_argument("--id-col", default=None, help="int ids (default: row number)")
+    p.add_argument("--label-col", default=None, help="int, list<int> or class-name labels")
+    p.add_argument("--key-col", default=None, help="string keys")
+    p.add_argument("--split-col", default=None, help="train/query/database split column")
+    p.add_argument("--name", default="parquet", help="data set name")
+    p.add_argument("--image-size", type=int, default=None, help="default: the first image's")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_data_parquet)
 
     p = sub.add_parser("train", help="train a hashing encoder with Ray Train")
     p.add_argument("--images", required=True, help="image set (its protocol's train split is used)")
@@ -335,23 +459,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("encode", help="encode an image set into code parts with Ray Data")
-    p.add_argument("--images", required=True)
+    p.add_argument("--images", required=True, help="image set directory or s3:// prefix")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--output", required=True, help="codes directory")
+    p.add_argument("--output", required=True, help="codes directory or s3:// prefix")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per encoder actor")
+    p.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="GPUs per encoder actor (0: CPU)"
+    )
+    p.add_argument("--pushgateway", default=None, help="Prometheus Pushgateway URL for metrics")
     p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("build", help="build FAISS IndexBinaryIVF shards from code parts")
-    p.add_argument("--codes", required=True)
-    p.add_argument("--output", required=True, help="index directory")
+    p = sub.add_parser(
+        "build",
+        help="build FAISS IndexBinaryIVF shards from code parts (resumable), or append/delete",
+    )
+    p.add_argument("--codes", default=None, help="codes directory to build a new index from")
+    p.add_argument("--append", default=None, metavar="CODES", help="add these codes to --output")
+    p.add_argument("--delete-ids", default=None, metavar="FILE", help="file of ids to remove")
+    p.add_argument(
+        "--delete", type=int, nargs="+", default=None, metavar="ID", help="ids to remove"
+    )
+    p.add_argument("--output", required=True, help="index directory or s3:// prefix")
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4·sqrt(n))")
     p.add_argument("--train-size", type=int, default=100_000, help="quantizer training sample")
+    p.add_argument("--quantizer", default="flat", choices=["flat", "hnsw"], help="coarse quantizer")
+    p.add_argument("--hnsw-m", type=int, default=16, help="HNSW graph degree (--quantizer hnsw)")
+    p.add_argument("--no-resume", action="store_true", help="rebuild even finished shards")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_build)
 
@@ -360,6 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--groups", type=int, default=1, help="searcher groups")
+    p.add_argument("--replicas", type=int, default=1, help="replicas per searcher group")
+    p.add_argument(
+        "--placement",
+        choices=["split", "node"],
+        default="split",
+        help="split: shards cut into --groups; node: one group per manifest shard group",
+    )
+    p.add_argument("--replica-cpus", type=float, default=0.25, help="CPUs per Serve replica")
+    p.add_argument("--timeout-s", type=float, default=5.0, help="per-group deadline")
+    p.add_argument("--device", default="cpu", help="query encoder device (cpu, cuda)")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_serve)
 
@@ -371,6 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--id", nargs="+", type=int, help="indexed ids")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument(
+        "--max-distance",
+        type=int,
+        default=None,
+        help="only hits with Hamming distance <= this (still at most k)",
+    )
+    p.add_argument(
+        "--require-all", action="store_true", help="fail (503) instead of a partial answer"
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_query)

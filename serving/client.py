@@ -1,4 +1,5 @@
-"""Typed Python client of the query API: ``POST /v1/search``, ``GET /v1/healthz``, ``/v1/stats``.
+"""Typed Python client of the query API: ``POST /v1/search``, ``GET /v1/healthz``, ``/v1/stats``,
+``POST /v1/admin/reload``.
 
 >>> client = ODHClient("http://127.0.0.1:8000")
 >>> result = client.search(ids=[42], k=5)
@@ -125,8 +126,14 @@ class ODHClient:
         ids: Sequence[int] | None = None,
         k: int = 10,
         nprobe: int | None = None,
+        max_distance: int | None = None,
+        require_all: bool = False,
     ) -> SearchResult:
-        """Search by exactly one of raw image bytes, packed codes (array or hex strings) or ids."""
+        """Search by exactly one of raw image bytes, packed codes (array or hex strings) or ids.
+
+        ``max_distance`` keeps only hits with Hamming distance ``<= max_distance`` (still at most
+        ``k``); ``require_all`` turns a partial answer (a searcher group missing) into HTTP 503.
+        """
         given = [
             n for n, v in (("images", images), ("codes", codes), ("ids", ids)) if v is not None
         ]
@@ -135,6 +142,10 @@ class ODHClient:
         body: dict[str, Any] = {"k": k}
         if nprobe is not None:
             body["nprobe"] = nprobe
+        if max_distance is not None:
+            body["max_distance"] = max_distance
+        if require_all:
+            body["require_all"] = True
         if images is not None:
             body["images"] = [base64.b64encode(bytes(b)).decode("ascii") for b in images]
         elif codes is not None:
@@ -157,3 +168,10 @@ class ODHClient:
     def stats(self) -> dict[str, Any]:
         """``GET /v1/stats``."""
         return self._request("GET", "/v1/stats")
+
+    def reload(self, token: str, index: str | None = None) -> dict[str, Any]:
+        """``POST /v1/admin/reload``: serve the manifest at ``index`` (default: the served
+        directory, read again); ``token`` is the server's ``ODH_ADMIN_TOKEN``."""
+        body = {"index": index} if index else {}
+        headers = {"Authorization": f"Bearer {token}"}
+        return self._request("POST", "/v1/admin/reload", json=body, headers=headers)

@@ -13,7 +13,16 @@ import binascii
 import logging
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +88,15 @@ class SearchRequest(BaseModel):
     )
     k: StrictInt = Field(default=10, ge=1, le=MAX_K)
     nprobe: StrictInt | None = Field(default=None, ge=1)
+    max_distance: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=8 * MAX_CODE_BYTES,
+        description="Hamming radius: only hits with distance <= max_distance (still at most k)",
+    )
+    require_all: StrictBool = Field(
+        default=False, description="answer 503 instead of a partial result when a group is missing"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> SearchRequest:
@@ -129,6 +147,15 @@ class SearchResponse(BaseModel):
     missing_groups: list[int] = Field(default_factory=list)
     n_bits: int
     generation: int
+
+
+class ReloadRequest(BaseModel):
+    """``POST /v1/admin/reload`` body: the index directory of the new generation (default: the
+    directory served now, whose ``manifest.json`` is read again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: StrictStr | None = Field(default=None, min_length=1)
 
 
 def format_validation_errors(errors: list[dict]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray import serve
 
 from serving.merge import merge_topk
@@ -24,12 +25,14 @@ logger = logging.getLogger(__name__)
 
 class GroupHits(NamedTuple):
     """Top-k of one group: ``distances int32[nq,k]``, ``ids int64[nq,k]`` (``-1`` = none) and the
-    ``key`` / ``label`` of every hit (``None`` where the id is ``-1`` or the field is absent)."""
+    ``key`` / ``label`` of every hit (null where the id is ``-1`` or the field is absent), as flat
+    Arrow arrays in row-major ``ids`` order — they cross the Serve hop as buffers, not as
+    thousands of Python objects. (Nested Python lists ``[nq][k]`` are accepted too.)"""
 
     distances: np.ndarray
     ids: np.ndarray
-    keys: list[list[str | None]]
-    labels: list[list[list[int] | None]]
+    keys: Any
+    labels: Any
 
 
 def _column_or_nulls(table: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
@@ -67,6 +70,16 @@ def _search_tie_complete(
     return d, i
 
 
+def _large_local_file(index_dir: str, name: str, threshold: int | None) -> bool:
+    """Whether ``index_dir/name`` is a local file of at least ``threshold`` bytes."""
+    if threshold is None:
+        return False
+    from indexer import storage
+
+    fs, path = storage.url_to_fs(storage.join(index_dir, name))
+    return storage.is_local(fs) and int(fs.size(path)) >= threshold
+
+
 class ShardGroup:
     """A group of shards of one index directory, searched together.
 
@@ -76,7 +89,9 @@ class ShardGroup:
         num_threads: FAISS OpenMP threads of this process (set explicitly: oversubscription on a
             small box turns a 0.05 ms query into milliseconds).
         verify: check each shard's sha256 on load.
-        mmap: memory-map shard files (local files only; gives read-only indexes).
+        mmap: memory-map every shard file (local files only; gives read-only indexes).
+        mmap_threshold_bytes: memory-map local shard files at least this large (``None``: only
+            what ``mmap`` says). Object-store shards are always read into memory.
     """
 
     def __init__(
@@ -87,6 +102,7 @@ class ShardGroup:
         *,
         verify: bool = True,
         mmap: bool = False,
+        mmap_threshold_bytes: int | None = None,
     ) -> None:
         import faiss
 
@@ -114,7 +130,8 @@ class ShardGroup:
         metas = []
         for s in shard_list:
             entry = by_number[s]
-            self._indexes.append(load_shard(index_dir, entry, verify=verify, mmap=mmap))
+            use_mmap = mmap or _large_local_file(index_dir, entry.file, mmap_threshold_bytes)
+            self._indexes.append(load_shard(index_dir, entry, verify=verify, mmap=use_mmap))
             metas.append(load_meta(index_dir, entry))
         self._build_lookup(metas)
         logger.info(
@@ -190,8 +207,12 @@ class ShardGroup:
             ds.append(d)
             is_.append(i)
         dist, ids = merge_topk(ds, is_, k)
-        keys, labels = self.attach(ids)
-        return GroupHits(dist, ids, keys, labels)
+        flat = ids.reshape(-1)
+        rows, found = self._rows_of(flat)
+        mask = pa.array(~found)
+        keys = pc.if_else(mask, pa.scalar(None, pa.string()), self._keys.take(rows))
+        labels = pc.if_else(mask, pa.scalar(None, self._labels.type), self._labels.take(rows))
+        return GroupHits(dist, ids, keys.combine_chunks(), labels.combine_chunks())
 
     def attach(
         self, ids: np.ndarray
@@ -234,10 +255,145 @@ class ShardGroup:
         }
 
 
-#: Ray Serve deployment of ``ShardGroup``; give each group its own ``name`` via ``.options``.
+class SearcherCore:
+    """One searcher group replica: serves ``ShardGroup`` objects keyed by ``GroupSpec``.
+
+    Every call names the ``GroupSpec`` it wants (``None``: the one given at construction). A
+    spec not held yet is loaded on demand — after ``prepare`` during a reload, or after Serve
+    restarted this replica with its original arguments. A held spec not asked for during
+    ``retain_s`` seconds is dropped at the next call for another one, so a reload holds two
+    generations in memory for a short while only.
+
+    Args:
+        index_dir, shards, num_threads: the initial group (see ``ShardGroup``).
+        group: this group's number (metrics tag).
+        mmap_threshold_bytes: memory-map local shard files at least this large.
+        retain_s: keep an unused older generation this long.
+    """
+
+    def __init__(
+        self,
+        index_dir: str,
+        shards: Sequence[int],
+        num_threads: int = 1,
+        *,
+        group: int = 0,
+        mmap_threshold_bytes: int | None = None,
+        retain_s: float = 30.0,
+    ) -> None:
+        import threading
+
+        from serving.layout import GroupSpec
+        from serving.metrics import replica_metrics
+
+        self.group = int(group)
+        self.num_threads = int(num_threads)
+        self.mmap_threshold_bytes = mmap_threshold_bytes
+        self.retain_s = float(retain_s)
+        self._lock = threading.Lock()
+        self._metrics = replica_metrics()
+        self._held: dict[Any, ShardGroup] = {}
+        self._last_used: dict[Any, float] = {}
+        first = self._load(index_dir, tuple(int(s) for s in shards))
+        self._default = GroupSpec(index_dir, tuple(first.shards), first.generation)
+        self._held[self._default] = first
+        self._current = self._default
+        self._touch(self._default)
+        self._metrics.codes(self.group, first.ntotal)
+
+    def _load(self, index_dir: str, shards: tuple[int, ...]) -> ShardGroup:
+        return ShardGroup(
+            index_dir,
+            list(shards),
+            self.num_threads,
+            mmap_threshold_bytes=self.mmap_threshold_bytes,
+        )
+
+    def _touch(self, spec: Any) -> None:
+        import time
+
+        self._last_used[spec] = time.monotonic()
+
+    def _get(self, spec: Any | None) -> ShardGroup:
+        """The ``ShardGroup`` of ``spec`` (loaded if needed); newest spec asked for is current."""
+        import time
+
+        from serving.layout import GroupSpec
+
+        spec = self._default if spec is None else GroupSpec(*spec)
+        group = self._held.get(spec)
+        if group is None:
+            with self._lock:
+                group = self._held.get(spec)
+                if group is None:
+                    logger.info("searcher group %d: loading %s", self.group, spec)
+                    group = self._load(spec.index_dir, spec.shards)
+                    self._held[spec] = group
+        self._touch(spec)
+        if spec != self._current:
+            self._current = spec
+            self._metrics.codes(self.group, group.ntotal)
+        now = time.monotonic()
+        for old in [s for s in self._held if s != spec]:
+            if now - self._last_used.get(old, 0.0) > self.retain_s:
+                logger.info("searcher group %d: dropping %s", self.group, old)
+                self._held.pop(old, None)
+                self._last_used.pop(old, None)
+        return group
+
+    def search(
+        self, codes: np.ndarray, k: int, nprobe: int | None = None, spec: Any | None = None
+    ) -> GroupHits:
+        """``ShardGroup.search`` on the generation ``spec`` names."""
+        return self._get(spec).search(codes, k, nprobe)
+
+    def lookup(
+        self, ids: Sequence[int] | np.ndarray, spec: Any | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``ShardGroup.lookup`` on the generation ``spec`` names."""
+        return self._get(spec).lookup(ids)
+
+    def stats(self, spec: Any | None = None) -> dict[str, Any]:
+        """``ShardGroup.stats`` plus this replica's identity and the generations it holds."""
+        out = self._get(spec).stats()
+        out["group"] = self.group
+        out["replica"] = _replica_id()
+        out["held_generations"] = sorted({s.generation for s in self._held})
+        return out
+
+    def prepare(self, spec: Any) -> dict[str, Any]:
+        """Load ``spec`` (a ``GroupSpec``) without switching to it; returns this replica's id."""
+        from serving.layout import GroupSpec
+
+        spec = GroupSpec(*spec)
+        group = self._held.get(spec)
+        if group is None:
+            with self._lock:
+                group = self._held.get(spec) or self._load(spec.index_dir, spec.shards)
+                self._held[spec] = group
+        self._touch(spec)
+        return {"replica": _replica_id(), "generation": spec.generation, "ntotal": group.ntotal}
+
+    def actor_name(self) -> str | None:
+        """Name of this replica's Ray actor (namespace ``serve``), e.g. for fault tests."""
+        import ray
+
+        return ray.get_runtime_context().get_actor_name()
+
+
+def _replica_id() -> str:
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # not inside a Serve replica
+        return "local"
+
+
+#: Ray Serve deployment of ``SearcherCore``; give each group its own ``name`` via ``.options``.
 Searcher = serve.deployment(
-    ShardGroup,
+    SearcherCore,
     name="Searcher",
     num_replicas=1,
     ray_actor_options={"num_cpus": 0.25},
+    health_check_period_s=2.0,
+    health_check_timeout_s=10.0,
 )

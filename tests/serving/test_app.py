@@ -26,6 +26,7 @@ N_DB = 180
 N_SHARDS = 3
 NLIST = 6
 GROUPS = 2
+TOKEN = "test-admin-token"
 
 
 def _free_port() -> int:
@@ -50,6 +51,20 @@ def _images(rng: np.random.Generator, n: int) -> list[bytes]:
         noise = rng.normal(0, 40, size=(28, 28))
         out.append(_png(np.clip(protos[i % 4] + noise, 0, 255).astype(np.uint8)))
     return out
+
+
+def _png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A PNG whose header claims ``width × height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _brute_force(db_codes: np.ndarray, db_ids: np.ndarray, queries: np.ndarray, k: int):
@@ -120,7 +135,7 @@ def _encoder_config():
 def server(index: Index) -> Iterator[str]:
     from serving.app import start_server, stop_server
 
-    url = start_server(index.path, port=_free_port(), groups=GROUPS)
+    url = start_server(index.path, port=_free_port(), groups=GROUPS, admin_token=TOKEN)
     try:
         yield url
     finally:
@@ -189,6 +204,10 @@ def test_k_larger_than_index_returns_everything(client: ODHClient, index: Index)
         ({"ids": [3, 123456789]}, 404, "ids[1]=123456789"),
         ({"ids": [3], "k": 1001}, 422, "k"),
         ({"ids": [3], "extra": True}, 422, "extra"),
+        ({"images": [base64.b64encode(_png_bomb()).decode()]}, 422, "images[0]"),
+        ({"images": [base64.b64encode(b"\x89PNG" + b"\0" * (5 << 20)).decode()]}, 422, "images[0]"),
+        ({"ids": [3], "max_distance": -1}, 422, "max_distance"),
+        ({"ids": list(range(257))}, 422, "ids"),
     ],
 )
 def test_bad_inputs_get_4xx_naming_the_field(
@@ -230,3 +249,76 @@ def test_shard_group_in_process_is_tie_exact(index: Index) -> None:
     assert found.tolist() == [True, False]
     np.testing.assert_array_equal(codes[0], index.codes[5])
     assert group.stats()["ntotal"] == N_DB
+
+
+def test_max_distance_and_stats_hops(client: ODHClient, index: Index) -> None:
+    full = client.search(codes=index.codes[:3], k=40, nprobe=NLIST)
+    near = client.search(codes=index.codes[:3], k=40, nprobe=NLIST, max_distance=8)
+    for row_all, row in zip(full, near, strict=True):
+        assert [h.id for h in row] == [h.id for h in row_all if h.distance <= 8]
+        assert row[0].distance == 0
+    assert not client.search(codes=index.codes[:1], k=5, require_all=True).partial
+    stats = client.stats()
+    assert stats["hops"] == {"codes": 1, "images": 2, "ids": 2, "stats": 1, "healthz": 0}
+    assert stats["replicas"] == 1 and stats["placement"] == "split"
+    assert all(g["held_generations"] == [1] for g in stats["groups"])
+
+
+def test_openapi_docs_are_served(server: str) -> None:
+    spec = httpx.get(f"{server}/openapi.json", timeout=30).json()
+    assert {"/v1/search", "/v1/healthz", "/v1/stats", "/v1/admin/reload"} <= set(spec["paths"])
+    assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
+
+
+def test_searcher_core_mmaps_and_switches_generations(index: Index, tmp_path: Path) -> None:
+    from serving.layout import GroupSpec
+    from serving.searcher import SearcherCore
+
+    core = SearcherCore(index.path, [0, 1], 1, group=0, mmap_threshold_bytes=0)
+    first = core.stats()
+    assert first["generation"] == 1 and first["held_generations"] == [1]
+    queries = index.codes[:3]
+    before = core.search(queries, 5, NLIST)
+    spec2 = GroupSpec(_new_generation(index, tmp_path), (0, 1, 2), 2)
+    assert core.prepare(spec2)["generation"] == 2
+    after = core.search(queries, 5, NLIST, spec2)
+    want = _brute_force(index.codes, index.ids, queries, 5)
+    assert [r.tolist() for r in after.distances] == [d for d, _ in want]
+    assert core.stats(spec2)["held_generations"] == [1, 2]
+    np.testing.assert_array_equal(core.search(queries, 5, NLIST).ids, before.ids)
+
+
+def _new_generation(index: Index, root: Path) -> str:
+    """A copy of the index directory whose manifest says generation 2."""
+    import dataclasses
+    import shutil
+
+    from indexer.manifest import read_manifest, write_manifest
+
+    out = root / "gen2"
+    if not out.exists():
+        shutil.copytree(index.path, out)
+        manifest = read_manifest(str(out))
+        write_manifest(str(out), dataclasses.replace(manifest, generation=2))
+    return str(out)
+
+
+def test_reload_needs_the_token_then_switches_generation(
+    server: str, client: ODHClient, index: Index, tmp_path: Path
+) -> None:
+    url = f"{server}/v1/admin/reload"
+    assert httpx.post(url, json={}, timeout=30).status_code == 401
+    bad = httpx.post(url, json={}, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert bad.status_code == 401
+    with pytest.raises(ODHClientError) as info:
+        client.reload(TOKEN, index=str(tmp_path / "nothing"))
+    assert info.value.status == 400 and "index" in info.value.message
+    new_dir = _new_generation(index, tmp_path)
+    answer = client.reload(TOKEN, index=new_dir)
+    assert answer["generation"] == 2 and answer["previous_generation"] == 1
+    assert all(g["replicas_prepared"] == 1 for g in answer["groups"])
+    result = client.search(ids=[int(index.ids[0])], k=5, nprobe=NLIST)
+    assert result.generation == 2 and not result.partial
+    assert result[0][0].distance == 0
+    stats = client.stats()
+    assert stats["generation"] == 2 and stats["index"] == new_dir

@@ -52,7 +52,9 @@ class FakeGroup:
         if self.fail:
             raise RuntimeError("replica died")
 
-    async def _search(self, codes: np.ndarray, k: int, nprobe: int | None) -> GroupHits:
+    async def _search(
+        self, codes: np.ndarray, k: int, nprobe: int | None, spec: Any = None
+    ) -> GroupHits:
         await self._wait()
         bits = np.unpackbits(codes, axis=1)[:, None, :] != np.unpackbits(self.codes, axis=1)[None]
         dist = bits.sum(axis=2).astype(np.int32)
@@ -63,7 +65,7 @@ class FakeGroup:
         labels = [[[x % 3] for x in row] for row in i.tolist()]
         return GroupHits(d, i, keys, labels)
 
-    async def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _lookup(self, ids: np.ndarray, spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
         await self._wait()
         pos = {int(x): r for r, x in enumerate(self.ids)}
         found = np.array([int(x) in pos for x in ids])
@@ -73,7 +75,7 @@ class FakeGroup:
                 codes[r] = self.codes[pos[int(x)]]
         return codes, found
 
-    async def _stats(self) -> dict[str, Any]:
+    async def _stats(self, spec: Any = None) -> dict[str, Any]:
         await self._wait()
         return {"ntotal": len(self.ids)}
 
@@ -156,3 +158,92 @@ def test_stats_reports_missing_group() -> None:
     stats = asyncio.run(router.collect_stats())
     assert stats["missing_groups"] == [1] and stats["groups"][0]["ntotal"] == 25
     assert stats["groups"][1]["available"] is False and stats["n_bits"] == N_BITS
+
+
+class _Recorder:
+    """A metrics recorder that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.calls.append((name, *args))
+
+
+class _FlakyGroup(FakeGroup):
+    """Fails the first ``fails`` search calls (a replica that died), then answers."""
+
+    def __init__(self, ids: np.ndarray, codes: np.ndarray, fails: int) -> None:
+        super().__init__(ids, codes)
+        self.fails = fails
+        inner = self._search
+
+        async def flaky(*args: Any) -> GroupHits:
+            if self.fails > 0:
+                self.fails -= 1
+                raise RuntimeError("ActorDiedError")
+            return await inner(*args)
+
+        self.search = _Method(flaky)
+
+
+class _SlowEncoder:
+    def __init__(self) -> None:
+        async def encode(images: list[bytes]) -> None:
+            await asyncio.sleep(5)
+
+        self.encode = _Method(encode)
+
+
+def test_max_distance_keeps_hits_within_the_radius_and_at_most_k() -> None:
+    ids, codes = _data()
+    router = _router([FakeGroup(ids[:25], codes[:25]), FakeGroup(ids[25:], codes[25:])])
+    body = {"codes": [c.tobytes().hex() for c in codes[:4]], "k": 30}
+    full = _search(router, body)
+    for radius in (0, 3, 6):
+        got = _search(router, body | {"max_distance": radius})
+        for row_all, row in zip(full.results, got.results, strict=True):
+            assert row == [h for h in row_all if h.distance <= radius]
+    small = _search(router, body | {"max_distance": 16, "k": 2})
+    assert all(len(row) == 2 for row in small.results)
+
+
+def test_require_all_turns_partial_into_503() -> None:
+    ids, codes = _data()
+    router = _router([FakeGroup(ids[:25], codes[:25]), FakeGroup(ids[25:], codes[25:], fail=True)])
+    body = {"codes": [codes[0].tobytes().hex()], "k": 3}
+    assert _search(router, body).missing_groups == [1]
+    with pytest.raises(HTTPException) as info:
+        _search(router, body | {"require_all": True})
+    assert info.value.status_code == 503 and "[1]" in info.value.detail
+
+
+def test_a_failed_call_is_retried_once_within_the_deadline() -> None:
+    ids, codes = _data()
+    once = _router([_FlakyGroup(ids[:25], codes[:25], fails=1), FakeGroup(ids[25:], codes[25:])])
+    body = {"codes": [codes[0].tobytes().hex()], "k": 5}
+    assert not _search(once, body).partial
+    twice = _router([_FlakyGroup(ids[:25], codes[:25], fails=2), FakeGroup(ids[25:], codes[25:])])
+    assert _search(twice, body).missing_groups == [0]
+
+
+def test_encoder_timeout_is_504() -> None:
+    ids, codes = _data()
+    info = {"n_bits": N_BITS, "generation": 1}
+    router = QueryRouter(_SlowEncoder(), [FakeGroup(ids, codes)], info, encode_timeout_s=0.1)
+    with pytest.raises(HTTPException) as info_exc:
+        _search(router, {"images": ["aGVsbG8="]})
+    assert info_exc.value.status_code == 504 and "images" in info_exc.value.detail
+
+
+def test_metrics_record_stages_groups_and_partials() -> None:
+    ids, codes = _data()
+    recorder = _Recorder()
+    groups = [FakeGroup(ids[:25], codes[:25]), FakeGroup(ids[25:], codes[25:], fail=True)]
+    router = QueryRouter(None, groups, {"n_bits": N_BITS, "generation": 4}, metrics=recorder)
+    _search(router, {"codes": [codes[0].tobytes().hex()]})
+    names = [c[0] for c in recorder.calls]
+    assert ("generation", 4) in recorder.calls and ("partial", 1) in recorder.calls
+    assert {"stage", "group"} <= set(names)
+    assert {c[1] for c in recorder.calls if c[0] == "stage"} == {"search", "merge"}
+    assert router.served.specs is None  # fakes get no GroupSpec
