@@ -45,3 +45,18 @@ def synthetic_set(tmp_path: Path) -> Path:
     out = tmp_path / "images"
     make_synthetic(str(out), n_classes=4, per_class=12, image_size=28, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An untrained 16-bit `resnet_small` checkpoint (4 classes): enough to exercise the jobs."""
+    import torch
+
+    from odh_core.checkpoint import EncoderConfig, save_checkpoint
+    from odh_core.models import create_encoder
+
+    torch.manual_seed(0)
+    model = create_encoder("resnet_small", n_bits=16, n_classes=4)
+    config = EncoderConfig(name="resnet_small", n_bits=16, n_classes=4, provenance={"test": True})
+    path = tmp_path_factory.mktemp("tiny-encoder") / "checkpoint"
+    return save_checkpoint(model, config, str(path))

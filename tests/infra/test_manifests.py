@@ -191,7 +191,7 @@ def test_secret_patterns_catch_a_planted_key() -> None:
     assert not any(p.search("AWS_SECRET_ACCESS_KEY: {secretKeyRef: x}") for p in SECRET_PATTERNS)
 
 
-def test_rayjob_runs_encode_then_build_on_s3() -> None:
+def test_rayjob_runs_the_index_job_on_s3() -> None:
     from cluster.cli import build_parser
 
     spec = _load(KUBERAY / "rayjob.yaml")["spec"]
@@ -199,16 +199,12 @@ def test_rayjob_runs_encode_then_build_on_s3() -> None:
     assert spec["rayClusterSpec"]["workerGroupSpecs"]
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert isinstance(runtime_env, dict) and runtime_env
-    commands = [shlex.split(part) for part in spec["entrypoint"].split("&&")]
-    assert [c[:2] for c in commands] == [["odh", "encode"], ["odh", "build"]]
-    parser = build_parser()
-    for argv in commands:
-        args = parser.parse_args(argv[1:])  # exits (SystemExit) on an unknown flag
-        assert args.address == "auto", f"{argv[1]} must run on the cluster (--address auto)"
-        assert args.output.startswith("s3://")
-    encode, build = (parser.parse_args(c[1:]) for c in commands)
-    assert encode.images.startswith("s3://") and encode.checkpoint.startswith("s3://")
-    assert build.codes == encode.output, "build must read the codes the encode step wrote"
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:2] == ["odh", "index"], "the RayJob runs the resumable `odh index` job"
+    args = build_parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown flag
+    assert args.address == "auto", "the job must run on the cluster (--address auto)"
+    for name in ("images", "checkpoint", "output"):
+        assert getattr(args, name).startswith("s3://"), name
 
 
 def _build_app_known_args() -> set[str]:
