@@ -150,14 +150,23 @@ def submit_index_job(
     """
     import time
 
+    from cluster.runtime import use_token_auth_if_available
+
+    use_token_auth_if_available()
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(dashboard_address)
     entrypoint = shlex.join(config.command("auto"))
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env=project_runtime_env() if runtime_env is None else runtime_env,
-    )
+    env = project_runtime_env() if runtime_env is None else runtime_env
+    deadline = time.monotonic() + 120.0
+    while True:  # a freshly started head needs a moment before its job agent accepts jobs
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env)
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
     logger.info("submitted %s: %s", job_id, entrypoint)
     if not wait:
         return job_id

@@ -8,14 +8,20 @@ tried on a laptop exactly as on a real cluster. Every ``odh`` subcommand then ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cluster.runtime import use_token_auth_if_available
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,8 @@ class LocalClusterConfig:
             scheduling tokens, not pinned cores).
         worker_resources: custom resources per worker, e.g. ``{"searcher": 1}``.
         port: GCS port of the head.
+        dashboard_port: port of the head's dashboard, which also serves the Jobs API that
+            ``odh index --submit http://127.0.0.1:PORT`` uses.
     """
 
     workers: int = 2
@@ -38,6 +46,7 @@ class LocalClusterConfig:
     worker_cpus: int = 1
     worker_resources: dict[str, float] = field(default_factory=dict)
     port: int = 6380
+    dashboard_port: int = 8265
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -60,11 +69,29 @@ def _ray_executable() -> str:
 
 def _run(args: list[str]) -> None:
     logger.info("$ %s", " ".join(args))
-    proc = subprocess.run(args, capture_output=True, text=True)
+    # Nodes (and the jobs they run) find `odh` and `python` of this environment first.
+    if args[1:3] != ["start", "--head"]:  # the head creates the token; everyone else sends it
+        use_token_auth_if_available()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
             f"{' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
         )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _node_ports() -> list[str]:
+    """Per-node ports: several raylets share this machine, so the fixed defaults would clash."""
+    return [
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+    ]
 
 
 def cluster_up(config: LocalClusterConfig) -> str:
@@ -74,12 +101,14 @@ def cluster_up(config: LocalClusterConfig) -> str:
     _run(
         [
             ray, "start", "--head", f"--port={config.port}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={config.head_cpus}", "--include-dashboard=false", "--disable-usage-stats",
+            f"--num-cpus={config.head_cpus}", "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={config.dashboard_port}",
+            "--disable-usage-stats", *_node_ports(),
         ]
     )  # fmt: skip
     for _ in range(config.workers):
         args = [ray, "start", f"--address={address}", "--node-ip-address=127.0.0.1",
-                f"--num-cpus={config.worker_cpus}"]  # fmt: skip
+                f"--num-cpus={config.worker_cpus}", *_node_ports()]  # fmt: skip
         if config.worker_resources:
             args.append(f"--resources={json.dumps(config.worker_resources)}")
         _run(args)
@@ -90,6 +119,7 @@ def cluster_up(config: LocalClusterConfig) -> str:
 
 def cluster_status(address: str) -> list[dict[str, Any]]:
     """Alive nodes of the cluster at ``address`` with their resources."""
+    use_token_auth_if_available()  # before Ray is imported: it reads the mode once
     import ray
 
     ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -108,6 +138,50 @@ def cluster_status(address: str) -> list[dict[str, Any]]:
         ray.shutdown()
 
 
-def cluster_down() -> None:
-    """Stop every Ray process started by ``ray start`` on this machine (``ray stop``)."""
-    _run([_ray_executable(), "stop", "--force"])
+def _cmdlines() -> dict[int, bytes]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:  # the process ended while we looked
+                continue
+    return out
+
+
+def _cluster_processes(port: int) -> list[int]:
+    """PIDs of the Ray processes of the cluster whose GCS listens on ``port``: every process
+    that names that GCS address, or the session directory of a process that does."""
+    by_port = re.compile(rb"(--gcs_server_port=%d\b|address=\S+:%d\b)" % (port, port))
+    cmdlines = _cmdlines()
+    sessions = {
+        m.group(0)
+        for cmd in cmdlines.values()
+        if by_port.search(cmd)
+        for m in re.finditer(rb"session_\d{4}-\d\d-\d\d_[\d_-]+", cmd)
+    }
+    return sorted(
+        pid
+        for pid, cmd in cmdlines.items()
+        if by_port.search(cmd) or any(session in cmd for session in sessions)
+    )
+
+
+def cluster_down(port: int = 6380, grace_s: float = 10.0) -> int:
+    """Stop the local cluster on ``port`` (only its processes; other Ray clusters on this machine
+    are left alone). Returns how many processes were signalled."""
+    import signal
+    import time
+
+    pids = _cluster_processes(port)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    logger.info("stopped %d processes of the local cluster on port %d", len(pids), port)
+    return len(pids)

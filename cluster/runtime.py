@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +40,33 @@ class RuntimeConfig:
     num_cpus: int | None = None
 
 
+def use_token_auth_if_available() -> None:
+    """Send the Ray auth token when this machine has one (``$RAY_AUTH_TOKEN``,
+    ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``): clusters started with ``ray start``
+    require it by default, and a client only sends it in token mode."""
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 @contextmanager
 def ray_runtime(config: RuntimeConfig | None = None) -> Iterator[None]:
     """Initialise Ray for a block; shut it down afterwards only if this block started it."""
-    import ray
-
     config = config or RuntimeConfig()
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    address = config.address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "local"):
+        use_token_auth_if_available()  # read by Ray when it is first imported
+    import ray
+
     if ray.is_initialized():
         yield
         return
-    address = config.address or os.environ.get("RAY_ADDRESS") or None
     if address in (None, "local"):
         logger.info("starting an embedded local Ray cluster (num_cpus=%s)", config.num_cpus)
         ray.init(
+            address="local",  # never join another cluster that happens to run on this machine
             num_cpus=config.num_cpus,
             include_dashboard=False,
             log_to_driver=False,

@@ -30,6 +30,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
             worker_cpus=args.worker_cpus,
             worker_resources=resources,
             port=args.port,
+            dashboard_port=args.dashboard_port,
         )
     )
     sys.stdout.write(f"{address}\n")
@@ -47,7 +48,7 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
 def cmd_cluster_down(args: argparse.Namespace) -> int:
     from cluster.local_cluster import cluster_down
 
-    cluster_down()
+    cluster_down(args.port)
     return 0
 
 
@@ -83,11 +84,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker-cpus", type=int, default=1)
     p.add_argument("--worker-resources", default=None, help="JSON, e.g. '{\"searcher\": 1}'")
     p.add_argument("--port", type=int, default=6380, help="GCS port of the head")
+    p.add_argument(
+        "--dashboard-port", type=int, default=8265, help="dashboard + Jobs API port of the head"
+    )
     p.set_defaults(func=cmd_cluster_up)
     p = cl_sub.add_parser("status", help="alive nodes and their resources")
     p.add_argument("--address", default=None, help="default: $RAY_ADDRESS, else auto")
     p.set_defaults(func=cmd_cluster_status)
-    p = cl_sub.add_parser("down", help="stop every `ray start` process on this machine")
+    p = cl_sub.add_parser("down", help="stop the local cluster's processes (others are left alone)")
+    p.add_argument("--port", type=int, default=6380, help="GCS port of the head")
     p.set_defaults(func=cmd_cluster_down)
 
     p = sub.add_parser("demo", help="the whole pipeline on Fashion-MNIST, locally")
