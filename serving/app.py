@@ -44,8 +44,9 @@ def build_app(
         index: index directory, local or ``s3://`` (required).
         groups: number of searcher groups with ``placement: split`` (default 1).
         replicas: replicas per searcher group (default 1).
-        placement: ``split`` (shards cut into ``groups``) or ``node`` (one group per
-            ``ShardEntry.group`` of the manifest — all shards of a node in one group).
+        placement: ``split`` (shards cut into ``groups``), ``node`` (one group per
+            ``ShardEntry.group`` of the manifest — all shards of a node in one group) or
+            ``ingress`` (the ingress replica holds every shard: no search hop; one node).
         num_cpus: CPUs of the ingress and encoder replicas (default 0.25, fits on 2 CPUs).
         searcher_cpus: CPUs per searcher replica (default ``num_cpus``).
         num_threads: FAISS threads per searcher replica (default: ``searcher_cpus`` rounded
@@ -111,18 +112,20 @@ def build_app(
     if resource > 0:
         searcher_options["resources"] = {"searcher": resource}
 
-    handles = [
-        Searcher.options(
-            name=f"Searcher{g}", num_replicas=replicas, ray_actor_options=searcher_options
-        ).bind(
-            index_dir,
-            shards,
-            num_threads,
-            group=g,
-            mmap_threshold_bytes=int(mmap_mb * 2**20),
-        )
-        for g, shards in enumerate(layout)
-    ]
+    from serving.local_group import LocalGroupSpec
+
+    mmap_bytes = int(mmap_mb * 2**20)
+    handles: list[Any]
+    if placement == "ingress":  # the ingress holds the shards: no search hop
+        handles = [LocalGroupSpec(index_dir, tuple(layout[0]), num_threads, 0, mmap_bytes)]
+        replicas = 1  # the ingress replica is the group's only replica
+    else:
+        handles = [
+            Searcher.options(
+                name=f"Searcher{g}", num_replicas=replicas, ray_actor_options=searcher_options
+            ).bind(index_dir, shards, num_threads, group=g, mmap_threshold_bytes=mmap_bytes)
+            for g, shards in enumerate(layout)
+        ]
     encoder = None
     if checkpoint:
         encoder_options = dict(actor_options)
@@ -154,6 +157,8 @@ def build_app(
         num_threads,
     )
     ingress_options = dict(actor_options)
+    if placement == "ingress":  # it searches too: give it the searcher's CPUs
+        ingress_options["num_cpus"] = max(num_cpus, searcher_cpus)
     if ingress_env:
         ingress_options["runtime_env"] = {"env_vars": dict(ingress_env)}
     return Ingress.options(ray_actor_options=ingress_options).bind(

@@ -85,11 +85,13 @@ class Ingress(QueryRouter):
         timeout_s: float = 5.0,
         encode_timeout_s: float | None = None,
     ) -> None:
+        from serving.local_group import LocalGroup, LocalGroupSpec
+
         metrics = replica_metrics()
         _route_metrics[0] = metrics
         super().__init__(
             encoder,
-            groups,
+            [LocalGroup(g) if isinstance(g, LocalGroupSpec) else g for g in groups],
             info,
             timeout_s,
             encode_timeout_s=encode_timeout_s,

@@ -3,6 +3,8 @@
 Two placements:
 
 * ``split`` (default) — shard numbers are cut into ``groups`` contiguous, balanced groups.
+* ``ingress`` — one group of every shard, held by the ingress replica itself: no Serve hop for
+  a search (one node; the fastest layout while the index fits one machine).
 * ``node`` — the manifest decides: every ``ShardEntry.group`` is one searcher group (the shards a
   node holds are searched together in one replica with FAISS threads). The number of groups is
   then the number of distinct ``group`` values.
@@ -15,7 +17,7 @@ from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
-PLACEMENTS: tuple[str, ...] = ("split", "node")
+PLACEMENTS: tuple[str, ...] = ("split", "node", "ingress")
 
 
 class GroupSpec(NamedTuple):
@@ -51,6 +53,8 @@ def plan_groups(manifest: Any, groups: int, placement: str = "split") -> list[li
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {list(PLACEMENTS)}, got {placement!r}")
     numbers = sorted(int(e.shard) for e in manifest.shards)
+    if placement == "ingress":
+        return [numbers]
     if placement == "node":
         by_group: dict[int, list[int]] = {}
         for e in manifest.shards:

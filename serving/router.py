@@ -12,6 +12,9 @@ one hop of wall time: the calls run concurrently):
   then the fan-out. The query id itself is a hit at distance 0 — kept on purpose, as FAISS
   ``reconstruct`` + ``search`` would return it.
 * ``stats`` — 1 hop; ``healthz`` — 0 hops; ``reload`` — ≥ 1 ``prepare`` call per replica.
+
+With ``placement: ingress`` the ingress holds the shards itself: a search takes one hop fewer
+(``codes`` 0, ``images`` 1, ``ids`` 0 — the lookup is local too).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: Serve handle hops after the HTTP proxy, per route / query kind.
 HOPS: dict[str, int] = {"codes": 1, "images": 2, "ids": 2, "stats": 1, "healthz": 0}
+#: The same with ``placement: ingress`` (the ingress replica holds the shards).
+INGRESS_HOPS: dict[str, int] = {"codes": 0, "images": 1, "ids": 0, "stats": 0, "healthz": 0}
 
 
 class SearchFailure(HTTPException):
@@ -340,7 +345,7 @@ class QueryRouter:
             "placement": self.placement,
             "timeout_s": self.timeout_s,
             "encode_timeout_s": self.encode_timeout_s,
-            "hops": dict(HOPS),
+            "hops": dict(INGRESS_HOPS) if self.placement == "ingress" else dict(HOPS),
         }
 
     async def _prepare_group(self, g: int, spec: GroupSpec, timeout_s: float) -> list[str]:

@@ -322,3 +322,29 @@ def test_reload_needs_the_token_then_switches_generation(
     assert result[0][0].distance == 0
     stats = client.stats()
     assert stats["generation"] == 2 and stats["index"] == new_dir
+
+
+def test_ingress_placement_searches_without_a_hop(server: str, index: Index) -> None:
+    """placement=ingress: the ingress replica holds every shard; answers equal brute force."""
+    from ray import serve
+
+    from serving.app import start_server
+
+    port = int(server.rsplit(":", 1)[1])
+    url = start_server(
+        index.path, port=port, placement="ingress", route_prefix="/local", app_name="odh-local"
+    )
+    try:
+        with ODHClient(url, timeout=60) as local:
+            stats = local.stats()
+            assert stats["hops"]["codes"] == 0 and stats["hops"]["images"] == 1
+            assert len(stats["groups"]) == 1 and stats["ntotal"] == N_DB
+            rng = np.random.default_rng(2)
+            queries = rng.integers(0, 256, size=(4, N_BITS // 8), dtype=np.uint8)
+            result = local.search(codes=queries, k=12, nprobe=NLIST)
+            _assert_exact(result, _brute_force(index.codes, index.ids, queries, 12))
+            pick = [3, 42]
+            by_id = local.search(ids=[int(index.ids[p]) for p in pick], k=8, nprobe=NLIST)
+            _assert_exact(by_id, _brute_force(index.codes, index.ids, index.codes[pick], 8))
+    finally:
+        serve.delete("odh-local")
