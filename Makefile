@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-e2e test-s3 test-multinode lint format fashion-mnist bench-quality bench-build bench-serve clean
+.PHONY: demo test test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool bench-quality bench-build bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,15 @@ $(STAMP): pyproject.toml
 fashion-mnist:
 	@bash infra/scripts/ensure-fashion-mnist.sh
 
+promtool:
+	@bash infra/scripts/ensure-promtool.sh
+
 ## demo: the whole pipeline on Fashion-MNIST on an embedded Ray cluster (artefacts in ./odh-data)
 demo: $(STAMP) fashion-mnist
 	$(BIN)/odh demo --workdir odh-data
 
 ## test: the default suite (unit + e2e, not `slow`)
-test: $(STAMP) fashion-mnist
+test: $(STAMP) fashion-mnist promtool
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## test-fast: unit tests only (no e2e, no slow)
