@@ -82,7 +82,13 @@ def ede_t(progress: float, t_min: float = 1e-3, t_max: float = 10.0) -> float:
 
 
 def binarize_activation(x: torch.Tensor, backward: str, t: float = 1.0) -> torch.Tensor:
-    """Binarise activations with the named backward: ``clip``, ``approx`` or ``ede``."""
+    """Binarise activations with the named backward: ``clip``, ``approx`` or ``ede``.
+
+    ``none`` keeps the real activations (only used by the ``xnor_weight_only`` layer that
+    reproduces the reference code's weight-only "XNOR" in ``mode="faithful"``).
+    """
+    if backward == "none":
+        return x
     if backward == "clip":
         return SignClipSTE.apply(x)
     if backward == "approx":

@@ -60,8 +60,17 @@ class TrainData:
         return cls(x, torch.from_numpy(np.asarray(targets, dtype=np.float32)), mean, std)
 
     def subset(self, idx: np.ndarray) -> TrainData:
-        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.images.device)
         return TrainData(self.images[t], self.targets[t], self.mean, self.std)
+
+    def to(self, device: torch.device) -> TrainData:
+        """The same data on ``device`` (batches are then cut and augmented there)."""
+        return TrainData(self.images.to(device), self.targets.to(device), self.mean, self.std)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and targets of the rows ``idx`` (on the data's device)."""
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.images.device)
+        return self.images[t], self.targets[t]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.mean).view(1, -1, 1, 1).to(x)

@@ -19,7 +19,7 @@ class LayerConfig:
     """How a binary layer binarises activations and weights, and what follows the block."""
 
     name: str
-    act_backward: str  # clip | approx | ede
+    act_backward: str  # clip | approx | ede | none (real activations)
     weight_mode: str  # xnor | scaled | irnet
     learnable_shift: bool  # RSign: sign(x − β), β per channel
     post_act: str  # rprelu | hardtanh | identity
@@ -31,6 +31,8 @@ LAYER_CONFIGS: dict[str, LayerConfig] = {
     "bireal": LayerConfig("bireal", "approx", "scaled", False, "identity", False),
     "reactnet": LayerConfig("reactnet", "approx", "scaled", True, "rprelu", True),
     "irnet": LayerConfig("irnet", "ede", "irnet", False, "hardtanh", False),
+    # the reference code's "XNOR": binary weights, REAL activations (mode="faithful" only)
+    "xnor_weight_only": LayerConfig("xnor_weight_only", "none", "xnor", False, "identity", False),
 }
 
 
@@ -62,12 +64,12 @@ class BinaryActivation(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1)) if cfg.learnable_shift else None
-        self.register_buffer("ede_t", torch.tensor(1.0), persistent=False)
+        self.ede_t = 1.0  # a Python float: no device sync per forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift is not None:
             x = x - self.shift
-        return binarize_activation(x, self.cfg.act_backward, float(self.ede_t))
+        return binarize_activation(x, self.cfg.act_backward, self.ede_t)
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -76,10 +78,10 @@ class BinaryConv2d(nn.Conv2d):
     def __init__(self, *args: object, cfg: LayerConfig, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.cfg = cfg
-        self.register_buffer("ede_t", torch.tensor(1.0), persistent=False)
+        self.ede_t = 1.0  # a Python float: no device sync per forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = binarize_weight(self.weight, self.cfg.weight_mode, float(self.ede_t))
+        w = binarize_weight(self.weight, self.cfg.weight_mode, self.ede_t)
         return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -88,7 +90,7 @@ def set_ede_progress(model: nn.Module, progress: float) -> float:
     t = ede_t(progress)
     for mod in model.modules():
         if isinstance(mod, BinaryActivation | BinaryConv2d):
-            mod.ede_t.fill_(t)
+            mod.ede_t = t
     return t
 
 

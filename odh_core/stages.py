@@ -1,7 +1,9 @@
 """The training loop: stage 0 warm-up, stage 1 space exploration, stage 2 code aggregation.
 
 Framework-free: the Ray wrapper (``distributed.py``) supplies a ``LoopContext`` with the rank,
-DDP wrapping and metric reporting.
+DDP wrapping, metric reporting, per-epoch checkpointing and the state to resume from. Epochs are
+counted globally (warm-up epochs first); a training state captured after global epoch ``g``
+resumes at ``g + 1`` with the same model, optimiser, scheduler and RNG states.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from odh_core.augment import STRONG, WEAK, augment
-from odh_core.centres import SemanticCentres, csq_centres, multilabel_centres
+from odh_core.centres import csq_centres, multilabel_centres
 from odh_core.data import (
     GroupBatchSampler,
     TrainData,
@@ -27,25 +29,43 @@ from odh_core.data import (
     shuffled_batches,
     split_indices,
 )
-from odh_core.layers import set_ede_progress
+from odh_core.layers import get_layer_config, set_ede_progress
 from odh_core.losses import aggregation_loss, classification_loss, csq_loss, hash_centre_loss
 from odh_core.metrics import evaluate_codes
 from odh_core.models import create_encoder
 from odh_core.packing import pack_bits
 from odh_core.train import TrainConfig
+from odh_core.trainmodule import ClassifierView, HashTrainModule
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["FitResult", "HashTrainModule", "LoopContext", "fit"]
+
+StateFn = Callable[[], dict[str, Any]]
 
 
 @dataclass
 class LoopContext:
-    """How the loop talks to its runtime (single process or a Ray Train worker)."""
+    """How the loop talks to its runtime (single process or a Ray Train worker).
+
+    ``end_epoch(metrics, state_fn)`` is called by every rank after every epoch (when set; else
+    ``report(metrics)``); ``state_fn()`` returns the full training state to checkpoint.
+    ``initial_state`` is such a state to resume from.
+    """
 
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     prepare: Callable[[nn.Module], nn.Module] = lambda m: m
     report: Callable[[dict[str, Any]], None] = lambda metrics: None
+    end_epoch: Callable[[dict[str, Any], StateFn], None] | None = None
+    initial_state: dict[str, Any] | None = None
+
+    def epoch_done(self, metrics: dict[str, Any], state_fn: StateFn) -> None:
+        if self.end_epoch is not None:
+            self.end_epoch(metrics, state_fn)
+        else:
+            self.report(metrics)
 
 
 @dataclass
@@ -59,59 +79,32 @@ class FitResult:
     best_epoch: int
     best_val_map: float | None
     history: list[dict[str, Any]]
+    resumed_from: int | None = None  # global epoch of the state the run resumed from
 
 
-class _Classify(nn.Module):
-    """DDP-friendly wrapper: forward = classifier logits."""
+@dataclass
+class _Rng:
+    gen: torch.Generator
+    rng: np.random.Generator
+    agg: torch.Generator
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+    def state(self) -> dict[str, Any]:
+        return {
+            "gen": self.gen.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "agg": self.agg.get_state(),
+            "torch": torch.get_rng_state(),
+        }
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.classify(x)
+    def restore(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.rng.bit_generator.state = state["rng"]
+        self.agg.set_state(state["agg"])
+        torch.set_rng_state(state["torch"])
 
 
-class HashTrainModule(nn.Module):
-    """Encoder + (ODH) centre MLP and warm-up classifier, or (CSQ) fixed centres, in one module."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        classifier: nn.Module | None,
-        centres: torch.Tensor | None,
-        train_classifier_backbone: bool,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.classifier = classifier
-        self.train_classifier_backbone = train_classifier_backbone
-        if classifier is not None:
-            self.centre_module = SemanticCentres(classifier.feature_dim, encoder.n_bits)
-            if not train_classifier_backbone:
-                for name, p in classifier.named_parameters():
-                    p.requires_grad_(name.startswith("classifier"))
-        else:
-            self.register_buffer("fixed_centres", centres)
-
-    def train(self, mode: bool = True) -> HashTrainModule:
-        super().train(mode)
-        if self.classifier is not None and not self.train_classifier_backbone:
-            self.classifier.eval()  # frozen backbone: fixed BN statistics
-        return self
-
-    def forward(
-        self, x: torch.Tensor, x_cls: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns (u for x, centres, classifier logits for x_cls or None)."""
-        u = self.encoder(x)
-        if self.classifier is None:
-            return u, self.fixed_centres, None
-        centres = self.centre_module(self.classifier.classifier.weight)
-        with torch.set_grad_enabled(self.train_classifier_backbone and torch.is_grad_enabled()):
-            feats = self.classifier.features(x_cls)
-        return u, centres, self.classifier.classify_features(feats)
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _n_batches(n: int, batch_size: int) -> int:
@@ -135,7 +128,12 @@ def _validate(
     q = _encode(encoder, val, device)
     d = _encode(encoder, db, device)
     m = evaluate_codes(
-        q, val.targets.numpy() > 0, d, db.targets.numpy() > 0, n_bits=cfg.n_bits, seed=cfg.seed
+        q,
+        val.targets.cpu().numpy() > 0,
+        d,
+        db.targets.cpu().numpy() > 0,
+        n_bits=cfg.n_bits,
+        seed=cfg.seed,
     )
     return float(m["map_all_tie_aware"])
 
@@ -144,10 +142,11 @@ def _warmup(
     train: TrainData,
     cfg: TrainConfig,
     ctx: LoopContext,
-    gen: torch.Generator,
-    rng: np.random.Generator,
+    rngs: _Rng,
     history: list[dict[str, Any]],
+    state: dict[str, Any] | None,
 ) -> nn.Module:
+    """Stage 0: the full-precision classifier (rows of W = class semantics)."""
     fp = create_encoder(
         cfg.model,
         n_bits=cfg.n_bits,
@@ -155,61 +154,115 @@ def _warmup(
         layer=cfg.layer,
         n_classes=train.n_classes,
         in_channels=train.images.shape[1],
-    )
-    wrapped = ctx.prepare(_Classify(fp))
+    ).to(ctx.device)
+    if state is not None and state["phase"] == "hash":
+        return fp  # weights come with the hash module's state
+    wrapped = ctx.prepare(ClassifierView(fp))
     opt = torch.optim.Adam(wrapped.parameters(), lr=cfg.warmup_lr)
     steps = max(1, cfg.warmup_epochs * _n_batches(len(train), cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    for epoch in range(cfg.warmup_epochs):
+    start = 0
+    if state is not None:
+        fp.load_state_dict(state["fp"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["global_epoch"] + 1
+    for epoch in range(start, cfg.warmup_epochs):
         wrapped.train()
         t0, total, n = time.perf_counter(), 0.0, 0
-        for idx in shuffled_batches(len(train), cfg.batch_size, rng):
-            x = train.normalise(augment(train.images[idx], WEAK, gen)).to(ctx.device)
-            loss = classification_loss(wrapped(x), train.targets[idx].to(ctx.device))
+        for idx in shuffled_batches(len(train), cfg.batch_size, rngs.rng):
+            xb, yb = train.batch(idx)
+            x = train.normalise(augment(xb, WEAK, rngs.gen))
+            loss = classification_loss(wrapped(x), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total, n = total + loss.item(), n + 1
+            total, n = total + loss.detach(), n + 1
         rec = {
             "stage": 0,
             "epoch": epoch,
-            "loss": total / max(n, 1),
+            "global_epoch": epoch,
+            "loss": float(total) / max(n, 1),
             "epoch_s": time.perf_counter() - t0,
         }
         history.append(rec)
         logger.info("warm-up %s", rec)
-        ctx.report(rec)
+
+        def state_fn(epoch: int = epoch) -> dict[str, Any]:
+            return {
+                "phase": "warmup",
+                "global_epoch": epoch,
+                "fp": _cpu_state(fp),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "history": list(history),
+                "rng": rngs.state(),
+            }
+
+        ctx.epoch_done(rec, state_fn)
     return fp
+
+
+def _split_data(
+    images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopContext
+) -> tuple[TrainData, TrainData, TrainData | None, TrainData | None, TrainData]:
+    """(full train split, this rank's shard, val, val database, stage-2 pool data)."""
+    targets = labels_to_multihot(labels)
+    tr_idx, va_idx = split_indices(len(images), cfg.val_fraction, cfg.seed)
+    full = TrainData.from_arrays(images[tr_idx], targets[tr_idx])
+    per_rank = len(full) // ctx.world_size
+    shard = np.arange(ctx.rank, per_rank * ctx.world_size, ctx.world_size)
+    train = full.subset(shard).to(ctx.device)
+    val = db = None
+    if ctx.rank == 0 and len(va_idx) > 0:
+        val = dataclasses.replace(
+            TrainData.from_arrays(images[va_idx], targets[va_idx]), mean=full.mean, std=full.std
+        ).to(ctx.device)
+        db_idx = np.random.default_rng(cfg.seed).permutation(len(full))[: cfg.val_db_max]
+        db = full.subset(np.sort(db_idx)).to(ctx.device)
+    pool_data = train
+    if cfg.mode == "faithful" and len(va_idx) > 0:
+        # reference quirk: class pools over all images, built before the split
+        everything = dataclasses.replace(
+            TrainData.from_arrays(images, targets), mean=full.mean, std=full.std
+        )
+        per_rank_all = len(everything) // ctx.world_size
+        pool_data = everything.subset(
+            np.arange(ctx.rank, per_rank_all * ctx.world_size, ctx.world_size)
+        ).to(ctx.device)
+    return full, train, val, db, pool_data
 
 
 def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopContext) -> FitResult:
     """Run all stages; returns the encoder state selected on validation tie-aware mAP."""
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed + ctx.rank)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
-    rng = np.random.default_rng([cfg.seed, ctx.rank])
-    targets = labels_to_multihot(labels)
-    tr_idx, va_idx = split_indices(len(images), cfg.val_fraction, cfg.seed)
-    full = TrainData.from_arrays(images[tr_idx], targets[tr_idx])
-    per_rank = len(full) // ctx.world_size
-    train = full.subset(np.arange(ctx.rank, per_rank * ctx.world_size, ctx.world_size))
-    history: list[dict[str, Any]] = []
-
-    val = db = None
-    if ctx.rank == 0 and len(va_idx) > 0:
-        val = dataclasses.replace(
-            TrainData.from_arrays(images[va_idx], targets[va_idx]), mean=full.mean, std=full.std
-        )
-        db_idx = np.random.default_rng(cfg.seed).permutation(len(full))[: cfg.val_db_max]
-        db = full.subset(np.sort(db_idx))
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    rngs = _Rng(
+        torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank),
+        np.random.default_rng([cfg.seed, ctx.rank]),
+        torch.Generator().manual_seed(cfg.seed + 7919 * (ctx.rank + 1)),
+    )
+    full, train, val, db, pool_data = _split_data(images, labels, cfg, ctx)
+    state = ctx.initial_state
+    history: list[dict[str, Any]] = list(state["history"]) if state is not None else []
+    if state is not None:
+        rngs.restore(state["rng"])
+        logger.info("resuming after global epoch %d (%s)", state["global_epoch"], state["phase"])
 
     in_ch = train.images.shape[1]
     encoder = create_encoder(
-        cfg.model, n_bits=cfg.n_bits, binary=cfg.binary, layer=cfg.layer, in_channels=in_ch
+        cfg.model,
+        n_bits=cfg.n_bits,
+        binary=cfg.binary,
+        layer=cfg.effective_layer,
+        in_channels=in_ch,
     )
-    if cfg.method == "odh":
-        classifier = _warmup(train, cfg, ctx, gen, rng, history).to(ctx.device)
+    n_warm = cfg.n_warmup_epochs
+    if n_warm > 0 or (cfg.method == "odh" and cfg.centres == "semantic"):
+        classifier = _warmup(train, cfg, ctx, rngs, history, state)
         module = HashTrainModule(
             encoder,
             classifier=classifier,
@@ -218,11 +271,14 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         )
     else:
         c, info = csq_centres(train.n_classes, cfg.n_bits, seed=cfg.seed)
-        logger.info("CSQ centres %s", info)
+        logger.info("fixed centres %s", info)
         module = HashTrainModule(
             encoder, classifier=None, centres=torch.from_numpy(c), train_classifier_backbone=False
         )
     module = module.to(ctx.device)
+    hash_state = state if state is not None and state["phase"] == "hash" else None
+    if hash_state is not None:
+        module.load_state_dict(hash_state["module"])
     clip_params = [
         p
         for n, p in module.named_parameters()
@@ -237,23 +293,32 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr_max, total_steps=total_steps, div_factor=cfg.lr_max / cfg.lr
     )
-    sampler = GroupBatchSampler(train.targets.numpy() > 0, cfg.batch_size, cfg.n_pos, steps2)
-    agg_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (ctx.rank + 1))
-    best_state, best_map, best_epoch = None, -1.0, -1
-    step = 0
-    n_epochs = cfg.transition_epoch + cfg.stage2_epochs
-    for epoch in range(n_epochs):
+    sampler = GroupBatchSampler(
+        pool_data.targets.cpu().numpy() > 0, cfg.batch_size, cfg.n_pos, steps2
+    )
+    uses_ede = cfg.binary and get_layer_config(cfg.effective_layer).act_backward == "ede"
+    best_state: dict[str, torch.Tensor] | None = None
+    best_map, best_epoch, step, start = -1.0, -1, 0, 0
+    if hash_state is not None:
+        opt.load_state_dict(hash_state["opt"])
+        sched.load_state_dict(hash_state["sched"])
+        best_state, best_map = hash_state["best_state"], hash_state["best_map"]
+        best_epoch, step = hash_state["best_epoch"], hash_state["step"]
+        start = hash_state["global_epoch"] + 1 - n_warm
+    for epoch in range(start, cfg.transition_epoch + cfg.stage2_epochs):
         stage = 1 if epoch < cfg.transition_epoch else 2
         wrapped.train()
         t0, total, n = time.perf_counter(), 0.0, 0
+        data = train if stage == 1 else pool_data
         batches = (
-            shuffled_batches(len(train), cfg.batch_size, rng)
+            shuffled_batches(len(train), cfg.batch_size, rngs.rng)
             if stage == 1
-            else sampler.batches(rng)
+            else sampler.batches(rngs.rng)
         )
         for idx in batches:
-            set_ede_progress(encoder, step / total_steps)
-            loss = _step_loss(wrapped, train, idx, stage, cfg, ctx, gen, agg_gen)
+            if uses_ede:
+                set_ede_progress(encoder, step / total_steps)
+            loss = _step_loss(wrapped, data, idx, stage, cfg, rngs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_params and cfg.grad_clip > 0:
@@ -261,11 +326,12 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
             opt.step()
             if step < total_steps:
                 sched.step()
-            step, total, n = step + 1, total + loss.item(), n + 1
+            step, total, n = step + 1, total + loss.detach(), n + 1
         rec: dict[str, Any] = {
             "stage": stage,
             "epoch": epoch,
-            "loss": total / max(n, 1),
+            "global_epoch": epoch + n_warm,
+            "loss": float(total) / max(n, 1),
             "epoch_s": time.perf_counter() - t0,
         }
         if val is not None and db is not None:
@@ -273,19 +339,29 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         score = rec.get("val_map", float(epoch))
         if ctx.rank == 0 and score >= best_map:
             best_map, best_epoch = score, epoch
-            best_state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-            )
+            best_state = _cpu_state(encoder)
         history.append(rec)
         logger.info("stage %d epoch %d: %s", stage, epoch, rec)
-        ctx.report(rec)
-    state = (
-        best_state
-        if best_state is not None
-        else {k: v.cpu() for k, v in encoder.state_dict().items()}
-    )
+
+        def state_fn(
+            epoch: int = epoch,
+            best: tuple[Any, ...] = (best_state, best_map, best_epoch, step),
+        ) -> dict[str, Any]:
+            return {
+                "phase": "hash",
+                "global_epoch": epoch + n_warm,
+                "module": _cpu_state(module),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                **dict(zip(("best_state", "best_map", "best_epoch", "step"), best, strict=True)),
+                "history": list(history),
+                "rng": rngs.state(),
+            }
+
+        ctx.epoch_done(rec, state_fn)
+    final = best_state if best_state is not None else _cpu_state(encoder)
     return FitResult(
-        state_dict=state,
+        state_dict=copy.deepcopy(final),
         n_classes=train.n_classes,
         image_size=int(train.images.shape[-1]),
         channels=in_ch,
@@ -294,32 +370,31 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         best_epoch=best_epoch,
         best_val_map=best_map if val is not None else None,
         history=history,
+        resumed_from=None if state is None else int(state["global_epoch"]),
     )
 
 
 def _step_loss(
     wrapped: nn.Module,
-    train: TrainData,
+    data: TrainData,
     idx: np.ndarray,
     stage: int,
     cfg: TrainConfig,
-    ctx: LoopContext,
-    gen: torch.Generator,
-    agg_gen: torch.Generator,
+    rngs: _Rng,
 ) -> torch.Tensor:
-    x = train.images[idx]
-    y = train.targets[idx].to(ctx.device)
-    weak = train.normalise(augment(x, WEAK, gen)).to(ctx.device)
+    x, y = data.batch(idx)
+    weak = data.normalise(augment(x, WEAK, rngs.gen))
     odh = cfg.method == "odh"
     if stage == 1:
         u, centres, logits = wrapped(weak, weak)
         h = torch.tanh(u)
         if not odh:
             return csq_loss(h, multilabel_centres(centres, y, seed=cfg.seed), lam=cfg.csq_lambda)
-        return hash_centre_loss(
-            h, centres, y, tau=cfg.tau
-        ) + cfg.w_cls_stage1 * classification_loss(logits, y)
-    strong = train.normalise(augment(x, STRONG, gen)).to(ctx.device)
+        loss = hash_centre_loss(h, centres, y, tau=cfg.tau)
+        if logits is not None:
+            loss = loss + cfg.w_cls_stage1 * classification_loss(logits, y)
+        return loss
+    strong = data.normalise(augment(x, STRONG, rngs.gen))
     u, centres, logits = wrapped(torch.cat([weak, strong]), strong)
     h = torch.tanh(u)
     h_weak, h_strong = h[: len(idx)], h[len(idx) :]
@@ -329,5 +404,8 @@ def _step_loss(
             csq_loss(h_weak, c, lam=cfg.csq_lambda) + csq_loss(h_strong, c, lam=cfg.csq_lambda)
         )
     l_hc = hash_centre_loss(h_weak, centres, y, tau=cfg.tau)
-    l_agg = aggregation_loss(h_strong, h_weak, n_pos=cfg.n_pos, generator=agg_gen)
-    return l_hc + cfg.w_agg * l_agg + cfg.w_cls_stage2 * classification_loss(logits, y)
+    l_agg = aggregation_loss(h_strong, h_weak, n_pos=cfg.n_pos, generator=rngs.agg)
+    loss = l_hc + cfg.w_agg * l_agg
+    if logits is not None:
+        loss = loss + cfg.w_cls_stage2 * classification_loss(logits, y)
+    return loss

@@ -12,6 +12,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 METHODS = ("odh", "csq")
+MODES = ("spec", "faithful")
+CENTRES = ("semantic", "hadamard")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,31 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_db_max: int = 2000  # validation database = at most this many training images
     num_threads: int = 1
+    # "spec": ALGORITHMS.md as written. "faithful": the reference code's quirks — layer "xnor"
+    # keeps real activations (weight-only binarisation) and the stage-2 class pools are built
+    # before the train/validation split (validation images leak into stage-2 batches).
+    mode: str = "spec"
+    # ODH centres: "semantic" (self-adaptive, the method) or "hadamard" (fixed CSQ centres; an
+    # ablation that keeps L_hc/L_agg but drops the warm-up classifier and the centre MLP)
+    centres: str = "semantic"
+    fail_at_epoch: int = -1  # test hook: rank 0 exits once after this global epoch's checkpoint
+
+    @property
+    def effective_layer(self) -> str:
+        """The layer config actually built (``xnor_weight_only`` for faithful-mode ``xnor``)."""
+        if self.mode == "faithful" and self.layer == "xnor":
+            return "xnor_weight_only"
+        return self.layer
+
+    @property
+    def n_epochs(self) -> int:
+        """Global epochs: warm-up (ODH with semantic centres only) + stage 1 + stage 2."""
+        return self.n_warmup_epochs + self.transition_epoch + self.stage2_epochs
+
+    @property
+    def n_warmup_epochs(self) -> int:
+        uses_classifier = self.method == "odh" and self.centres == "semantic"
+        return self.warmup_epochs if uses_classifier else 0
 
     def __post_init__(self) -> None:
         from odh_core.layers import LAYER_CONFIGS
@@ -58,6 +85,10 @@ class TrainConfig:
             )
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if self.centres not in CENTRES:
+            raise ValueError(f"TrainConfig.centres must be one of {CENTRES}, got {self.centres!r}")
         if self.n_bits <= 0 or self.n_bits % 8:
             raise ValueError(
                 f"TrainConfig.n_bits must be a positive multiple of 8, got {self.n_bits}"
@@ -118,11 +149,16 @@ def train_encoder(
     *,
     workers: int = 1,
     use_gpu: bool = False,
+    resume: bool = False,
+    max_failures: int = 2,
 ) -> str:
     """Train an encoder with Ray Train (``TorchTrainer``, DDP when workers > 1).
 
-    Ray must already be initialised. Writes the best checkpoint (selected on validation tie-aware
-    mAP) to ``<output_dir>/checkpoint`` and returns that path.
+    Ray must already be initialised. Every epoch reports its metrics and a training-state
+    checkpoint (model, optimiser, scheduler, epoch, RNG states) to Ray Train; a worker failure
+    restarts the worker group from the latest one (``max_failures`` times). ``resume=True``
+    continues the latest run recorded under ``output_dir``. Writes the best checkpoint (selected
+    on validation tie-aware mAP) to ``<output_dir>/checkpoint`` and returns that path.
     """
     from odh_core.distributed import run_ray_training
 
@@ -130,7 +166,16 @@ def train_encoder(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if max_failures < -1:
+        raise ValueError(f"max_failures must be >= -1, got {max_failures}")
     check_arrays(images, labels)
     return run_ray_training(
-        images, np.asarray(labels), config, output_dir, workers=workers, use_gpu=use_gpu
+        images,
+        np.asarray(labels),
+        config,
+        output_dir,
+        workers=workers,
+        use_gpu=use_gpu,
+        resume=resume,
+        max_failures=max_failures,
     )

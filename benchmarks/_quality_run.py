@@ -1,0 +1,212 @@
+"""One quality-benchmark run (train, encode query + database, evaluate) and the run pool.
+
+With ``args.no_ray`` training calls ``odh_core.stages.fit`` in-process and nothing here imports
+Ray or FAISS; otherwise it goes through Ray Train (``train_encoder``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from benchmarks._quality_data import load_fmnist1, to_model_input, upsample_uint8
+from benchmarks._quality_grid import PROTOCOL, RunSpec
+
+logger = logging.getLogger("odh.bench.quality")
+
+
+def _config(spec: RunSpec, args: argparse.Namespace) -> Any:
+    from odh_core.train import TrainConfig
+
+    warm, s1, s2 = args.epochs
+    over = dict(spec.overrides)
+    if not over.pop("stage2", True):
+        s1, s2 = s1 + s2, 0
+    return TrainConfig(
+        model=args.model,
+        n_bits=spec.n_bits,
+        layer=spec.layer,
+        binary=spec.binary,
+        method=spec.method,
+        warmup_epochs=warm,
+        transition_epoch=s1,
+        stage2_epochs=s2,
+        batch_size=args.batch_size,
+        seed=spec.seed,
+        num_threads=args.threads,
+        **over,
+    )
+
+
+def _train(
+    spec: RunSpec, cfg: Any, train: tuple[np.ndarray, np.ndarray], args: argparse.Namespace
+) -> tuple[Any, dict[str, Any]]:
+    """Train one run; returns (eval-mode encoder, info)."""
+    import torch
+
+    from odh_core.models import create_encoder
+
+    images, labels = train
+    if args.no_ray:
+        from odh_core.stages import LoopContext, fit
+
+        result = fit(images, labels, cfg, LoopContext(device=torch.device(args.device)))
+        model = create_encoder(
+            cfg.model,
+            n_bits=cfg.n_bits,
+            binary=cfg.binary,
+            layer=cfg.effective_layer,
+            in_channels=result.channels,
+        )
+        model.load_state_dict(result.state_dict)
+        info = {"best_val_map": result.best_val_map, "best_epoch": result.best_epoch}
+        mean, std = result.mean, result.std
+    else:
+        from odh_core.checkpoint import load_checkpoint
+        from odh_core.train import train_encoder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = train_encoder(images, labels, cfg, tmp, use_gpu=args.device == "cuda")
+            model, enc_cfg = load_checkpoint(path)
+        prov = enc_cfg.provenance
+        info = {
+            "best_val_map": prov.get("best_val_map_all_tie_aware"),
+            "best_epoch": prov.get("best_epoch"),
+        }
+        mean, std = enc_cfg.mean, enc_cfg.std
+    model = model.to(args.device).eval()
+    model.norm = (
+        torch.tensor(mean).view(1, -1, 1, 1).to(args.device),
+        torch.tensor(std).view(1, -1, 1, 1).to(args.device),
+    )
+    return model, info
+
+
+def encode(model: Any, images: np.ndarray, size: int, channels: int, device: str) -> np.ndarray:
+    """Packed codes of uint8 [n, 28, 28, 1] images (upsampled on the fly for larger backbones)."""
+    import torch
+
+    from odh_core.packing import pack_bits
+
+    mean, std = model.norm
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(images), 1024):
+            x = torch.from_numpy(images[s : s + 1024]).to(device).permute(0, 3, 1, 2).float()
+            x = to_model_input(x, size, channels).round().clamp(0, 255) / 255.0
+            out.append(pack_bits((model((x - mean) / std) >= 0).cpu().numpy()))
+    return np.concatenate(out)
+
+
+def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train, encode query + database, evaluate; returns the run record."""
+    from odh_core.metrics import evaluate_codes, precision_recall_curves
+
+    cfg = _config(spec, args)
+    t0 = time.perf_counter()
+    model, info = _train(spec, cfg, data["train_model"], args)
+    train_s = time.perf_counter() - t0
+    q = encode(model, data["query"][0], args.size, args.channels, args.device)
+    db = encode(model, data["database"][0], args.size, args.channels, args.device)
+    ql, dl = data["query"][1], data["database"][1]
+    metrics = evaluate_codes(q, ql, db, dl, n_bits=spec.n_bits, seed=spec.seed)
+    curves = precision_recall_curves(q, ql, db, dl, n_bits=spec.n_bits)
+    wall = time.perf_counter() - t0
+    keys = (
+        "map_all_tie_aware",
+        "map_all_shuffled",
+        "map_1000_tie_aware",
+        "map_100_tie_aware",
+        "p_h2",
+    )
+    rec = {
+        "method": spec.method,
+        "label": spec.label,
+        "variant": spec.variant,
+        "backbone": args.model,
+        "layer": cfg.effective_layer if spec.binary else "fp",
+        "binary": spec.binary,
+        "n_bits": spec.n_bits,
+        "protocol": PROTOCOL,
+        "seed": spec.seed,
+        "epochs": cfg.n_epochs,
+        "epochs_detail": list(args.epochs),
+        "mode": cfg.mode,
+        "wall_s": round(wall, 2),
+        "train_s": round(train_s, 2),
+        "device": args.device_name,
+        "runner": "in-process" if args.no_ray else "ray-train",
+        "concurrent_runs": args.parallel,
+        "command": args.command,
+        "metrics": {k: metrics[k] for k in keys},
+        "validation": info,
+        "n_query": len(ql),
+        "n_database": len(dl),
+        "n_train": len(data["train"][1]),
+        "curves": curves,
+    }
+    logger.info(
+        "%s %s K=%d seed=%d: %s (%.1f s)",
+        spec.label,
+        spec.variant,
+        spec.n_bits,
+        spec.seed,
+        rec["metrics"],
+        wall,
+    )
+    return rec
+
+
+# ------------------------------------------------------------------------------- pool
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(args: argparse.Namespace) -> None:
+    """Per process: load the protocol's data once (upsampled for large backbones)."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data: dict[str, Any] = load_fmnist1(
+        args.source, query_per_class=args.query_per_class, train_per_class=args.train_per_class
+    )
+    x, y = data["train"]
+    if args.size != 28:
+        x = upsample_uint8(x, args.size, args.channels, args.device)
+    data["train_model"] = (x, y)
+    _WORKER.update(data=data, args=args)
+
+
+def _worker_run(spec: RunSpec) -> dict[str, Any]:
+    return run_one(spec, _WORKER["data"], _WORKER["args"])
+
+
+def run_all(specs: list[RunSpec], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Yield run records (in completion order when parallel)."""
+    if args.parallel <= 1:
+        _init_worker(args)
+        for spec in specs:
+            yield _worker_run(spec)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(
+        max_workers=min(args.parallel, len(specs)),
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(args,),
+    ) as pool:
+        futures = [pool.submit(_worker_run, spec) for spec in specs]
+        for fut in as_completed(futures):
+            yield fut.result()

@@ -1,0 +1,68 @@
+"""`odh bench quality --runs smoke` on a tiny fake Fashion-MNIST (IDX files) without Ray."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + arr.astype(np.uint8).tobytes())
+
+
+def _fake_fmnist(root: Path, per_class_train: int = 16, per_class_test: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    for part, per in (("train", per_class_train), ("t10k", per_class_test)):
+        labels = np.repeat(np.arange(4), per)
+        images = rng.integers(0, 50, size=(len(labels), 28, 28)).astype(np.uint8)
+        for c in range(4):
+            images[labels == c, c * 7 : c * 7 + 7, :] += 200
+        _write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
+        _write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_quality_smoke_without_ray(tmp_path: Path) -> None:
+    src = _fake_fmnist(tmp_path)
+    out = tmp_path / "results"
+    cmd = [
+        sys.executable, "-m", "benchmarks.quality", "--runs", "smoke", "--no-ray",
+        "--device", "cpu", "--source", str(src), "--output", str(out), "--threads", "1",
+        "--query-per-class", "2", "--train-per-class", "8", "--batch-size", "8",
+    ]  # fmt: skip
+    probe = (
+        "import sys, runpy; sys.argv = sys.argv[1:]; "
+        "sys.modules['ray'] = None; sys.modules['faiss'] = None; "  # importing them would fail
+        "runpy.run_module('benchmarks.quality', run_name='__main__')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe, *cmd[2:]], cwd=REPO, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "quality.json").read_text())
+    assert [r["label"] for r in doc["runs"]] == ["ODH-BNN", "CSQ-BNN"]
+    rec = doc["runs"][0]
+    for key in ("method", "backbone", "layer", "binary", "n_bits", "protocol", "seed", "epochs",
+                "wall_s", "device", "command"):  # fmt: skip
+        assert key in rec
+    assert rec["protocol"] == "fmnist-1" and rec["n_query"] == 8 and rec["n_database"] == 76
+    assert set(rec["metrics"]) == {
+        "map_all_tie_aware", "map_all_shuffled", "map_1000_tie_aware", "map_100_tie_aware", "p_h2"
+    }  # fmt: skip
+    assert all(0.0 <= v <= 1.0 for v in rec["metrics"].values())
+    md = (out / "quality.md").read_text()
+    assert "ODH-BNN ≥ CSQ-BNN + 0.02" in md and "resnet18" in md
+    # --append adds to the same file (one more run)
+    res = subprocess.run(
+        [*cmd, "--append", "--limit", "1"], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(json.loads((out / "quality.json").read_text())["runs"]) == 3
