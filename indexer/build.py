@@ -56,7 +56,9 @@ class BuildConfig:
     niter: int = 20
     quantizer: str = "flat"
     hnsw_m: int = 16
-    task_num_cpus: float = 0.5
+    # One CPU per shard task, matching its one FAISS thread: fractional requests would start more
+    # worker processes than cores (each a cold start) and oversubscribe them.
+    task_num_cpus: float = 1.0
     faiss_threads: int = 1
     resume: bool = True
 
@@ -100,9 +102,10 @@ def read_code_set(
     ids, code_arr = code_arrays(table, n_bits, source=storage.join(codes, "codes"))
     if len(ids) == 0:
         raise ValueError(f"{codes}: no codes to index")
-    uniq, counts = np.unique(ids, return_counts=True)
-    if len(uniq) != len(ids):
-        dups = uniq[counts > 1][:5].tolist()
+    sorted_ids = np.sort(ids)
+    repeated = sorted_ids[1:] == sorted_ids[:-1]
+    if repeated.any():
+        dups = np.unique(sorted_ids[1:][repeated])[:5].tolist()
         raise ValueError(f"{codes}: column 'id' has duplicate ids, e.g. {dups}")
     if ids.min() < 0:
         raise ValueError(f"{codes}: column 'id' has negative ids")
@@ -206,7 +209,9 @@ def build(
         logger.info("build: quantizer trained in %.2f s", time.perf_counter() - t_train)
 
     assignment = shard_of(ids, cfg.n_shards)
-    order = np.argsort(assignment, kind="stable")
+    # numpy's stable sort is a radix sort for 16-bit keys: several times faster on 10M rows.
+    keys = assignment.astype(np.uint16) if cfg.n_shards <= 2**16 else assignment
+    order = np.argsort(keys, kind="stable")
     bounds = np.searchsorted(assignment[order], np.arange(cfg.n_shards + 1))
     results: dict[int, dict[str, Any]] = {}
     if cfg.resume:
