@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool bench-quality bench-build bench-serve clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool bench-quality bench-build bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP) fashion-mnist
 ## test: the default suite (unit + e2e, not `slow`)
 test: $(STAMP) fashion-mnist promtool
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## test-all: everything, the slow tests too (DDP, killed training worker, S3 encode+build)
+test-all: $(STAMP) fashion-mnist promtool
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## test-fast: unit tests only (no e2e, no slow)
 test-fast: $(STAMP)
