@@ -132,9 +132,7 @@ def run_demo(
                 summary = encode(
                     str(paths["images"]), checkpoint, _fresh(paths["codes"]), num_cpus=1.0
                 )
-                record["encode"] = (
-                    summary.to_dict() if hasattr(summary, "to_dict") else str(summary)
-                )
+                record["encode"] = summary.to_json()
             with timings.stage("build"):
                 from indexer.build import build
 
