@@ -49,12 +49,15 @@ def _search_tie_complete(
     FAISS breaks ties arbitrarily, so a shard's top-k may hold id 80 and drop id 38 at the same
     k-th distance; merging by ``(distance, id)`` is then not the true ``(distance, id)`` top-k.
     Rows whose last returned distance still equals their k-th distance are searched again with a
-    doubled ``k`` until the list ends past the tie (or runs out of codes).
+    doubled ``k`` until the list ends past the tie (or runs out of codes). The result may be
+    wider than ``k``; ``merge_topk`` cuts it.
     """
-    d, i = index.search(codes, k, params=params)
-    if k >= index.ntotal:
+    # Ask for more than k at once: in Hamming space the k-th distance is tied in most rows, and
+    # a scan costs about the same for k and 2k, so few rows need a second, wider search.
+    kk = min(max(2 * k, k + 16), int(index.ntotal))
+    d, i = index.search(codes, kk, params=params)
+    if kk >= index.ntotal:
         return d, i
-    kk = k
     todo = np.flatnonzero((d[:, -1] == d[:, k - 1]) & (i[:, -1] >= 0))
     while todo.size and kk < index.ntotal:
         kk = min(2 * kk, int(index.ntotal))

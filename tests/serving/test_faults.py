@@ -70,7 +70,10 @@ def servers(index_dir: str) -> Iterator[dict[str, str]]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"index": index_dir, "num_cpus": 0.2, "timeout_s": 3.0}
     serve.run(build_app(common | {"groups": 1, "replicas": 2}), name="r2", route_prefix="/r2")
-    serve.run(build_app(common | {"groups": 2, "replicas": 1}), name="r1", route_prefix="/r1")
+    # r1's group deadline is shorter than a replica restart (a new process loading FAISS and the
+    # shards takes seconds), so the window between the kill and the restart is observable.
+    r1 = common | {"groups": 2, "replicas": 1, "timeout_s": 1.0}
+    serve.run(build_app(r1), name="r1", route_prefix="/r1")
     try:
         yield {"r2": f"http://127.0.0.1:{port}/r2", "r1": f"http://127.0.0.1:{port}/r1"}
     finally:
