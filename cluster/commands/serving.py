@@ -77,9 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicas", type=int, default=1, help="replicas per searcher group")
     p.add_argument(
         "--placement",
-        choices=["split", "node"],
+        choices=["split", "node", "ingress"],
         default="split",
-        help="split: shards cut into --groups; node: one group per manifest shard group",
+        help="split: shards cut into --groups; node: one group per manifest shard group; "
+        "ingress: the ingress holds every shard (no search hop, one node)",
     )
     p.add_argument("--replica-cpus", type=float, default=0.25, help="CPUs per Serve replica")
     p.add_argument("--timeout-s", type=float, default=5.0, help="per-group deadline")
