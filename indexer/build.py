@@ -20,7 +20,7 @@ from indexer.build_state import build_key, finished_shard, quantizer_ok, write_s
 from indexer.codes import code_arrays, read_codes, read_encode_info
 from indexer.manifest import MANIFEST_FILE, Manifest, ShardEntry, write_manifest
 from indexer.quantizer import QUANTIZERS, default_nlist, train_quantizer
-from indexer.shard_io import FAIL_ENV, fill_shard, meta_file, shard_file
+from indexer.shard_io import FAIL_ENV, SHARD_TASK_CPUS, fill_shard, meta_file, shard_file
 from indexer.shards import shard_of
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class BuildConfig:
     niter: int = 20
     quantizer: str = "flat"
     hnsw_m: int = 16
-    # One CPU per shard task, matching its one FAISS thread: fractional requests would start more
-    # worker processes than cores (each a cold start) and oversubscribe them.
-    task_num_cpus: float = 1.0
+    task_num_cpus: float = SHARD_TASK_CPUS
     faiss_threads: int = 1
     resume: bool = True
 

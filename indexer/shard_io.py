@@ -77,6 +77,11 @@ def write_table(
     return storage.sha256_bytes(data), len(data)
 
 
+#: CPUs a shard task (build, append, delete) asks for, matching its one FAISS thread: fractional
+#: requests start more Ray workers than cores (each a cold start) and oversubscribe them.
+SHARD_TASK_CPUS: float = 1.0
+
+
 def write_shard(
     ivf: faiss.IndexBinaryIVF,
     meta: pa.Table,

@@ -23,7 +23,7 @@ from indexer import storage
 from indexer.build import read_code_set
 from indexer.build_state import clear_state
 from indexer.manifest import Manifest, ShardEntry, read_manifest, write_manifest
-from indexer.shard_io import update_shard
+from indexer.shard_io import SHARD_TASK_CPUS, update_shard
 from indexer.shards import shard_of
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def append(
     codes: str,
     index_dir: str,
     *,
-    task_num_cpus: float = 0.5,
+    task_num_cpus: float = SHARD_TASK_CPUS,
     faiss_threads: int = 1,
     storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
@@ -165,7 +165,7 @@ def delete(
     index_dir: str,
     ids: Iterable[int] | np.ndarray,
     *,
-    task_num_cpus: float = 0.5,
+    task_num_cpus: float = SHARD_TASK_CPUS,
     faiss_threads: int = 1,
     storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
