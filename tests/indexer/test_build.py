@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from codes_helpers import clustered_codes, write_codes_dir
 
 from indexer import storage
 from indexer.build import build, default_nlist
-from indexer.codes import code_arrays, code_schema, read_codes
+from indexer.codes import code_arrays, read_codes
 from indexer.manifest import read_manifest
 from indexer.shards import (
     load_meta,
@@ -24,38 +24,6 @@ from indexer.shards import (
     splitmix64,
 )
 from odh_core.packing import hamming_distances
-
-
-def write_codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray, n_bits: int) -> str:
-    """A code directory as the encode job writes it (one part + _encode.json)."""
-    n = len(ids)
-    table = pa.Table.from_pydict(
-        {
-            "id": pa.array(ids, pa.int64()),
-            "code": pa.array([c.tobytes() for c in codes], pa.binary(n_bits // 8)),
-            "key": [f"item/{i}" for i in ids],
-            "label": pa.array([[int(i) % 5] for i in ids], pa.list_(pa.int32())),
-            "split": ["database"] * n,
-        },
-        schema=code_schema(n_bits),
-    )
-    (root / "codes").mkdir(parents=True)
-    half = n // 2
-    pq.write_table(table.slice(0, half), root / "codes" / "part-000000000000-a.parquet")
-    pq.write_table(table.slice(half), root / "codes" / "part-000000000001-b.parquet")
-    storage.write_json_atomic(
-        str(root / "_encode.json"),
-        {"n_bits": n_bits, "checkpoint": "/ckpt/x", "checkpoint_sha256": "ab" * 32},
-    )
-    return str(root)
-
-
-def clustered_codes(n: int, n_bits: int, n_centres: int, flip: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, size=(n_centres, n_bits), dtype=np.uint8)
-    bits = centres[rng.integers(0, n_centres, size=n)]
-    bits ^= (rng.random((n, n_bits)) < flip).astype(np.uint8)
-    return np.packbits(bits, axis=1, bitorder="little")
 
 
 def test_splitmix64_and_shard_of() -> None:

@@ -11,37 +11,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from codes_helpers import clustered_codes, write_codes_dir
 
-from indexer import storage
 from indexer.build import build
-from indexer.codes import code_schema
 from indexer.manifest import read_manifest
 
 pytestmark = pytest.mark.e2e
 
 N_BITS = 64
-
-
-def _write_codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray) -> str:
-    table = pa.table(
-        {"id": pa.array(ids, pa.int64()),
-         "code": pa.array([c.tobytes() for c in codes], pa.binary(N_BITS // 8))},
-        schema=pa.schema([code_schema(N_BITS).field("id"), code_schema(N_BITS).field("code")]),
-    )  # fmt: skip
-    (root / "codes").mkdir(parents=True)
-    pq.write_table(table, root / "codes" / "part-000000000000-a.parquet")
-    storage.write_json_atomic(str(root / "_encode.json"), {"n_bits": N_BITS})
-    return str(root)
-
-
-def _clustered_codes(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, size=(64, N_BITS), dtype=np.uint8)
-    bits = centres[rng.integers(0, 64, size=n)] ^ (rng.random((n, N_BITS)) < 0.1)
-    return np.packbits(bits.astype(np.uint8), axis=1, bitorder="little")
 
 
 def _build_cmd(codes: str, output: Path) -> list[str]:
@@ -63,7 +41,9 @@ def _kill_when(path: Path, proc: subprocess.Popen, deadline_s: float = 180) -> N
 def test_killed_build_resumes_to_the_clean_result(tmp_path: Path, ray_local: None) -> None:
     rng = np.random.default_rng(0)
     ids = rng.permutation(400_000).astype(np.int64)[:300_000]
-    codes = _write_codes_dir(tmp_path / "c", ids, _clustered_codes(len(ids), seed=1))
+    codes = write_codes_dir(
+        tmp_path / "c", ids, clustered_codes(len(ids), N_BITS, 64, 0.1, seed=1), N_BITS, meta=False
+    )
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         _build_cmd(codes, killed), start_new_session=True,

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from codes_helpers import clustered_codes, write_codes_dir
 
-from indexer import storage
 from indexer.build import BuildConfig, build
 from indexer.build_state import marker_uri
-from indexer.codes import code_schema
 from indexer.manifest import read_manifest
 from indexer.shard_io import FAIL_ENV
 from indexer.shards import load_shard, search_shards
@@ -22,25 +19,8 @@ from odh_core.packing import hamming_distances
 N_BITS = 32
 
 
-def write_codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray, n_bits: int) -> str:
-    """A code directory as the encode job writes it (id + code only: key/label are optional)."""
-    table = pa.table(
-        {"id": pa.array(ids, pa.int64()),
-         "code": pa.array([c.tobytes() for c in codes], pa.binary(n_bits // 8))},
-        schema=pa.schema([code_schema(n_bits).field("id"), code_schema(n_bits).field("code")]),
-    )  # fmt: skip
-    (root / "codes").mkdir(parents=True)
-    pq.write_table(table, root / "codes" / "part-000000000000-a.parquet")
-    storage.write_json_atomic(str(root / "_encode.json"), {"n_bits": n_bits})
-    return str(root)
-
-
-def clustered_codes(n: int, n_bits: int, n_centres: int, flip: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, size=(n_centres, n_bits), dtype=np.uint8)
-    bits = centres[rng.integers(0, n_centres, size=n)]
-    bits ^= (rng.random((n, n_bits)) < flip).astype(np.uint8)
-    return np.packbits(bits, axis=1, bitorder="little")
+def _codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray) -> str:
+    return write_codes_dir(root, ids, codes, N_BITS, meta=False)  # id + code only
 
 
 def _codes(n: int, seed: int) -> np.ndarray:
@@ -66,7 +46,7 @@ def test_resume_after_failed_shard(
 ) -> None:
     ids = np.arange(2000, dtype=np.int64) * 3
     codes = _codes(2000, seed=1)
-    codes_dir = write_codes_dir(tmp_path / "codes", ids, codes, N_BITS)
+    codes_dir = _codes_dir(tmp_path / "codes", ids, codes)
     cfg = BuildConfig(n_shards=4, nlist=8, seed=3)
     clean = build(codes_dir, str(tmp_path / "clean"), config=cfg)
 
@@ -100,19 +80,19 @@ def test_append_and_delete(tmp_path: Path, ray_local: None) -> None:
     ids = np.arange(1500, dtype=np.int64)
     codes = _codes(1500, seed=2)
     index_dir = str(tmp_path / "index")
-    first = build(write_codes_dir(tmp_path / "c1", ids, codes, N_BITS), index_dir, n_shards=3,
+    first = build(_codes_dir(tmp_path / "c1", ids, codes), index_dir, n_shards=3,
                   nlist=8)  # fmt: skip
     assert first.generation == 1 and first.deleted_count == 0
 
     new_ids = np.arange(5000, 5600, dtype=np.int64)
     new_codes = _codes(600, seed=3)
-    second = append(write_codes_dir(tmp_path / "c2", new_ids, new_codes, N_BITS), index_dir)
+    second = append(_codes_dir(tmp_path / "c2", new_ids, new_codes), index_dir)
     assert second.generation == 2 and second.ntotal == 2100
     assert second.quantizer_sha256 == first.quantizer_sha256
     all_ids, all_codes = np.concatenate([ids, new_ids]), np.concatenate([codes, new_codes])
     _search_equals_brute_force(index_dir, all_ids, all_codes)
 
-    dup_dir = write_codes_dir(tmp_path / "c3", np.array([7, 8, 9999]), _codes(3, 4), N_BITS)
+    dup_dir = _codes_dir(tmp_path / "c3", np.array([7, 8, 9999]), _codes(3, 4))
     with pytest.raises(ValueError, match=r"2 id\(s\) are already in the index.*\[7, 8\]"):
         append(dup_dir, index_dir)
     assert read_manifest(index_dir).generation == 2  # nothing changed
@@ -139,7 +119,7 @@ def test_hnsw_quantizer_exact_search(tmp_path: Path, ray_local: None) -> None:
     codes = _codes(1200, seed=5)
     index_dir = str(tmp_path / "index")
     cfg = BuildConfig(n_shards=2, nlist=16, quantizer="hnsw", hnsw_m=8)
-    manifest = build(write_codes_dir(tmp_path / "c", ids, codes, N_BITS), index_dir, config=cfg)
+    manifest = build(_codes_dir(tmp_path / "c", ids, codes), index_dir, config=cfg)
     assert manifest.build_config["quantizer"] == "hnsw"
     _search_equals_brute_force(index_dir, ids, codes)
     with pytest.raises(ValueError, match="quantizer must be one of"):
