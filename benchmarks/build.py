@@ -233,8 +233,7 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
     import pyarrow as pa
     import torch
 
-    from cluster.cli import fashion_mnist_source
-    from indexer.converters.fashion_mnist import CLASS_NAMES, _find, read_idx
+    from indexer.converters.fashion_mnist import CLASS_NAMES, _find, fashion_mnist_source, read_idx
     from indexer.converters.png import encode_pngs
     from indexer.encode import encode
     from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, write_image_set

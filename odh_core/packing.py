@@ -15,6 +15,19 @@ logger = logging.getLogger(__name__)
 _BLOCK_BYTES = 1 << 24  # bound on the temporary XOR block (bytes)
 
 
+def check_n_bits(n_bits: object, name: str = "n_bits") -> int:
+    """The one validator of a code length: a positive ``int`` multiple of 8 (FAISS binary ``d``).
+
+    ``name`` says where the value came from (``"TrainConfig.n_bits"``, ``"manifest n_bits"``...),
+    so that the error names the field. Returns the value as ``int``.
+    """
+    if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(n_bits).__name__} {n_bits!r}")
+    if n_bits <= 0 or n_bits % 8:
+        raise ValueError(f"{name} must be a positive multiple of 8, got {n_bits}")
+    return int(n_bits)
+
+
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """Pack ``[n, K]`` bits to ``uint8[n, K/8]``.
 

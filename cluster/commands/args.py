@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from contextlib import AbstractContextManager
-from pathlib import Path
 
-DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+from indexer.converters.fashion_mnist import DEFAULT_SOURCE as DEFAULT_FASHION_MNIST_DIR
+from indexer.converters.fashion_mnist import fashion_mnist_source
 
-
-def fashion_mnist_source(explicit: str | None) -> str:
-    """The Fashion-MNIST IDX directory: ``--source``, ``$ODH_FASHION_MNIST`` or the Debian path."""
-    source = explicit or os.environ.get("ODH_FASHION_MNIST") or DEFAULT_FASHION_MNIST_DIR
-    if not Path(source, "train-images-idx3-ubyte.gz").is_file():
-        raise FileNotFoundError(
-            f"Fashion-MNIST IDX files not found in {source!r}: install the Debian package "
-            "'dataset-fashion-mnist' (make does this) or point ODH_FASHION_MNIST / --source at a "
-            "directory holding train-images-idx3-ubyte.gz and friends"
-        )
-    return source
+__all__ = ["DEFAULT_FASHION_MNIST_DIR", "fashion_mnist_source"]
 
 
 def parse_storage_options(text: str | None) -> dict | None:

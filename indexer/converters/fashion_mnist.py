@@ -29,13 +29,25 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
-DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
+DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 PROTOCOLS = ("fmnist-1", "fmnist-2")
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_DTYPE = {0x08: np.uint8}
+
+
+def fashion_mnist_source(explicit: str | None = None) -> str:
+    """The Fashion-MNIST IDX directory: ``explicit``, ``$ODH_FASHION_MNIST`` or the Debian path."""
+    source = explicit or os.environ.get("ODH_FASHION_MNIST") or DEFAULT_SOURCE
+    if not os.path.isfile(os.path.join(source, "train-images-idx3-ubyte.gz")):
+        raise FileNotFoundError(
+            f"Fashion-MNIST IDX files not found in {source!r}: install the Debian package "
+            "'dataset-fashion-mnist' (make does this) or point ODH_FASHION_MNIST / --source at a "
+            "directory holding train-images-idx3-ubyte.gz and friends"
+        )
+    return source
 
 
 def read_idx(path: str) -> np.ndarray:
