@@ -5,28 +5,9 @@ Split exactly like ``indexer.converters.fashion_mnist`` (numpy only; torch for u
 
 from __future__ import annotations
 
-import gzip
-import os
 from typing import Any
 
 import numpy as np
-
-
-def _read_idx(path: str) -> np.ndarray:
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    header = 4 + 4 * data[3]
-    dims = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4"))
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _idx(source: str, stem: str) -> np.ndarray:
-    for name in (f"{stem}.gz", stem):
-        if os.path.exists(os.path.join(source, name)):
-            return _read_idx(os.path.join(source, name))
-    raise FileNotFoundError(f"{source}: missing {stem}.gz (Fashion-MNIST IDX files)")
 
 
 def load_fmnist1(
@@ -34,15 +15,14 @@ def load_fmnist1(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train", "query", "database"}`` → (uint8[n, 28, 28, 1], int64 labels); the database
     holds the train split too (as in the image set's ``database_splits``)."""
+    from indexer.converters.fashion_mnist import read_fashion_mnist
     from indexer.converters.splits import stratified_splits  # numpy only
 
-    x = np.concatenate(
-        [_idx(source, "train-images-idx3-ubyte"), _idx(source, "t10k-images-idx3-ubyte")]
-    )
-    y = np.concatenate(
-        [_idx(source, "train-labels-idx1-ubyte"), _idx(source, "t10k-labels-idx1-ubyte")]
-    )
-    n_train = len(_idx(source, "train-labels-idx1-ubyte"))
+    train_x, train_y = read_fashion_mnist(source, "train")
+    test_x, test_y = read_fashion_mnist(source, "test")
+    x = np.concatenate([train_x, test_x])
+    y = np.concatenate([train_y, test_y])
+    n_train = len(train_y)
     is_test = np.arange(len(y)) >= n_train
     split = stratified_splits(
         y.astype(np.int32),

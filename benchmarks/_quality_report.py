@@ -145,22 +145,18 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     for m in doc.get("machines", []):
         lines.append(f"- machine: `{json.dumps(m, sort_keys=True)}`")
     written = []
-    try:
-        from odh_core.plots import pr_and_precision_at_n
+    from benchmarks.plots import pr_and_precision_at_n
 
-        curves = {}
-        for r in runs:
-            if r["n_bits"] == 64 and r["seed"] == 0 and r["variant"] == "default":
-                curves[f"{r['label']} {r['backbone']}"] = r["curves"]
-        if curves:
-            written = pr_and_precision_at_n(curves, os.path.join(out_dir, name))
-            lines += [
-                "",
-                "Plots (64 bits, seed 0): "
-                + ", ".join(f"`{os.path.basename(p)}`" for p in written),
-            ]
-    except ImportError:
-        logger.warning("PIL not installed: no plots")
+    curves = {}
+    for r in runs:
+        if r["n_bits"] == 64 and r["seed"] == 0 and r["variant"] == "default":
+            curves[f"{r['label']} {r['backbone']}"] = r["curves"]
+    if curves:
+        written = pr_and_precision_at_n(curves, os.path.join(out_dir, name))
+        lines += [
+            "",
+            "Plots (64 bits, seed 0): " + ", ".join(f"`{os.path.basename(p)}`" for p in written),
+        ]
     md = os.path.join(out_dir, f"{name}.md")
     with open(md, "w") as fh:
         fh.write("\n".join(lines) + "\n")

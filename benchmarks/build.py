@@ -42,29 +42,20 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def _children() -> dict[int, list[int]]:
-        tree: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry))
-        return tree
-
     def tree_rss(self) -> int:
-        if not self.tree:
-            return rss_of(self.pid)
-        tree = self._children()
-        total, stack = 0, [self.pid]
-        while stack:
-            pid = stack.pop()
-            total += rss_of(pid)
-            stack.extend(tree.get(pid, []))
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *(root.children(recursive=True) if self.tree else [])]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # ended (or hidden) between listing and reading
         return total
 
     def _run(self) -> None:
@@ -85,53 +76,12 @@ class RssSampler:
 
 def rss_of(pid: int) -> int:
     """Resident set size of one process in bytes (0 when it is gone; pid 0: this process)."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid or 'self'}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def clustered_codes(
-    n: int, n_bits: int, n_centres: int, flip: float, seed: int, chunk: int = 500_000
-) -> np.ndarray:
-    """``n`` packed codes: random hash centres with each bit flipped with probability ``flip``."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, size=(n_centres, n_bits), dtype=np.uint8)
-    out = np.empty((n, n_bits // 8), dtype=np.uint8)
-    threshold = round(flip * 256)
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        bits = centres[rng.integers(0, n_centres, size=m)]
-        bits ^= (rng.integers(0, 256, size=(m, n_bits), dtype=np.uint8) < threshold).astype(
-            np.uint8
-        )
-        out[start : start + m] = np.packbits(bits, axis=1, bitorder="little")
-    return out
-
-
-def write_code_dir(root: Path, ids: np.ndarray, codes: np.ndarray, n_bits: int) -> str:
-    """A code directory as `odh encode` writes it (id + code columns, 1M rows per part)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from indexer import storage
-
-    (root / "codes").mkdir(parents=True, exist_ok=True)
-    width = n_bits // 8
-    step = 1_000_000
-    for i, start in enumerate(range(0, len(ids), step)):
-        c = np.ascontiguousarray(codes[start : start + step])
-        col = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(width), len(c), [None, pa.py_buffer(c.tobytes())]
-        )
-        table = pa.table({"id": pa.array(ids[start : start + step]), "code": col})
-        pq.write_table(table, root / "codes" / f"part-{i:05d}.parquet")
-    storage.write_json_atomic(str(root / "_encode.json"), {"n_bits": n_bits})
-    return str(root)
+        return int(psutil.Process(pid or None).memory_info().rss)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
 
 def faiss_single_process(
@@ -180,12 +130,14 @@ def bench_build(n: int, n_bits: int, args: argparse.Namespace, workdir: Path) ->
     import shutil
 
     from indexer.build import BuildConfig, build
+    from indexer.codes import write_code_set
+    from indexer.synthetic_codes import clustered_codes
 
     t_gen = time.perf_counter()
     codes = clustered_codes(n, n_bits, args.centres, args.flip, seed=n_bits)
     ids = np.arange(n, dtype=np.int64)
     root = workdir / f"n{n}-b{n_bits}"
-    code_dir = write_code_dir(root / "codes", ids, codes, n_bits)
+    code_dir = write_code_set(str(root / "codes"), ids, codes, n_bits)
     logger.info("%d codes of %d bits generated in %.1f s", n, n_bits, time.perf_counter() - t_gen)
 
     cfg = BuildConfig(
@@ -233,7 +185,11 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
     import pyarrow as pa
     import torch
 
-    from indexer.converters.fashion_mnist import CLASS_NAMES, _find, fashion_mnist_source, read_idx
+    from indexer.converters.fashion_mnist import (
+        CLASS_NAMES,
+        fashion_mnist_source,
+        read_fashion_mnist,
+    )
     from indexer.converters.png import encode_pngs
     from indexer.encode import encode
     from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, write_image_set
@@ -241,7 +197,7 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
     from odh_core.models import create_encoder
 
     source = fashion_mnist_source(None)
-    images = read_idx(_find(source, "train-images-idx3-ubyte"))[: args.encode_images]
+    images = read_fashion_mnist(source, "train")[0][: args.encode_images]
     n = len(images)
     table = pa.table(
         {

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._machine import command_line, machine_info
+from benchmarks.plots import latency_bars
 
 logger = logging.getLogger(__name__)
 
@@ -52,48 +53,22 @@ noisy shared machine: compare rows of the same run, not across runs.
 
 
 def make_codes(n: int, n_bits: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered codes: 16384 random centres, each bit flipped with probability 0.15."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, size=(16384, n_bits), dtype=np.uint8)
+    """Database and query codes around the same 16384 random centres, bit flip 0.15."""
+    from indexer.synthetic_codes import clustered_codes
 
-    def draw(m: int) -> np.ndarray:
-        out = np.empty((m, n_bits // 8), dtype=np.uint8)
-        for start in range(0, m, 200_000):
-            stop = min(m, start + 200_000)
-            bits = centres[rng.integers(0, len(centres), size=stop - start)]
-            flips = rng.random(bits.shape) < 0.15
-            out[start:stop] = np.packbits(bits ^ flips, axis=1, bitorder="little")
-        return out
-
-    return draw(n), draw(n_queries)
+    codes = clustered_codes(n + n_queries, n_bits, n_centres=16384, flip=0.15, seed=seed)
+    return codes[:n], codes[n:]
 
 
 def write_codes(root: Path, codes: np.ndarray, n_bits: int) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """``codes`` (ids 0..n-1, split ``database``) as a code set under ``root/codes``."""
+    from indexer.codes import write_code_set
 
-    from indexer.codes import code_schema
-
-    out = root / "codes"
-    (out / "codes").mkdir(parents=True)
-    n = len(codes)
-    for part, start in enumerate(range(0, n, 250_000)):
-        stop = min(n, start + 250_000)
-        table = pa.table(
-            {
-                "id": np.arange(start, stop, dtype=np.int64),
-                "code": pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(n_bits // 8), stop - start, [None, pa.py_buffer(codes[start:stop])]
-                ),
-                "key": pa.nulls(stop - start, pa.string()),
-                "label": pa.nulls(stop - start, pa.list_(pa.int32())),
-                "split": pa.array(["database"] * (stop - start)),
-            },
-            schema=code_schema(n_bits),
-        )
-        pq.write_table(table, out / "codes" / f"part-{part:05d}.parquet")
-    (out / "_encode.json").write_text(json.dumps({"n_bits": n_bits, "checkpoint": None}))
-    return str(out)
+    return write_code_set(
+        str(root / "codes"), np.arange(len(codes), dtype=np.int64), codes, n_bits,
+        splits=["database"] * len(codes), encode_info={"checkpoint": None},
+        rows_per_part=250_000,
+    )  # fmt: skip
 
 
 def ground_truth(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -158,42 +133,6 @@ def _http_search(client: Any, nprobe: int, k: int) -> Callable[[np.ndarray], np.
         return np.asarray(result.distances(), dtype=np.int64)
 
     return run
-
-
-def plot_png(rows: list[dict[str, Any]], path: Path) -> None:
-    """Bar chart of p50 / p99 latency per configuration (PIL only)."""
-    from PIL import Image, ImageDraw
-
-    width, height, left, bottom, top = 900, 480, 70, 90, 40
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    top_ms = max(r["p99_ms"] for r in rows) * 1.15
-    plot_h = height - bottom - top
-    slot = (width - left - 20) / len(rows)
-
-    def y(ms: float) -> float:
-        return height - bottom - plot_h * ms / top_ms
-
-    draw.line([(left, top), (left, height - bottom), (width - 10, height - bottom)], fill="black")
-    for i in range(6):
-        ms = top_ms * i / 5
-        draw.line([(left - 4, y(ms)), (left, y(ms))], fill="black")
-        draw.text((5, y(ms) - 6), f"{ms:.1f}", fill="black")
-    draw.text((5, top - 25), "latency (ms)", fill="black")
-    for j, r in enumerate(rows):
-        x0 = left + j * slot + slot * 0.15
-        bw = slot * 0.3
-        draw.rectangle([x0, y(r["p50_ms"]), x0 + bw, y(0)], fill=(70, 130, 180))
-        draw.rectangle([x0 + bw, y(r["p99_ms"]), x0 + 2 * bw, y(0)], fill=(230, 140, 60))
-        label = f"{r['mode']} g{r['groups']} b{r['batch']}"
-        draw.text((x0 - 10, height - bottom + 8), label, fill="black")
-        draw.text((x0 - 10, height - bottom + 22), f"p50 {r['p50_ms']:.1f}", fill="black")
-    draw.rectangle([width - 200, 10, width - 188, 22], fill=(70, 130, 180))
-    draw.text((width - 182, 10), "p50", fill="black")
-    draw.rectangle([width - 140, 10, width - 128, 22], fill=(230, 140, 60))
-    draw.text((width - 122, 10), "p99", fill="black")
-    draw.text((left, height - 30), "configuration (mode, searcher groups, batch)", fill="black")
-    img.save(path)
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -401,6 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "serve.md").write_text(_markdown(result))
-    plot_png(rows, out / "serve_latency.png")
+    latency_bars(rows, str(out / "serve_latency.png"))
     logger.info("results written to %s", out)
     return 0

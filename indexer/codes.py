@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexer import storage
+from odh_core.packing import check_n_bits
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,7 @@ REJECT_SCHEMA = pa.schema(
 
 def code_schema(n_bits: int) -> pa.Schema:
     """Schema of a code part for ``n_bits``-bit codes."""
-    if n_bits <= 0 or n_bits % 8:
-        raise ValueError(f"n_bits must be a positive multiple of 8, got {n_bits}")
+    n_bits = check_n_bits(n_bits, "n_bits")
     return pa.schema(
         [
             pa.field("id", pa.int64(), nullable=False),
@@ -169,10 +171,90 @@ def code_arrays(
     table: pa.Table, n_bits: int, source: str = "codes table"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ids int64[n], codes uint8[n, n_bits/8])`` of a codes table; wrong length: ValueError."""
-    if n_bits <= 0 or n_bits % 8:
-        raise ValueError(f"n_bits must be a positive multiple of 8, got {n_bits}")
+    n_bits = check_n_bits(n_bits, "n_bits")
     for col in ("id", "code"):
         if col not in table.column_names:
             raise ValueError(f"{source}: missing column {col!r}")
     ids = table.column("id").to_numpy().astype(np.int64, copy=False)
     return ids, codes_to_numpy(table.column("code"), n_bits, source)
+
+
+def _optional_column(
+    name: str, values: Sequence[Any] | pa.Array | None, n: int, type_: pa.DataType
+) -> pa.Array | None:
+    if values is None:
+        return None
+    if len(values) != n:
+        raise ValueError(f"write_code_set: {name} has {len(values)} rows, ids has {n}")
+    try:
+        return values.cast(type_) if isinstance(values, pa.Array) else pa.array(values, type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        raise ValueError(f"write_code_set: {name} is not convertible to {type_}: {exc}") from exc
+
+
+def write_code_set(
+    root: str,
+    ids: np.ndarray,
+    codes: np.ndarray,
+    n_bits: int,
+    *,
+    labels: Sequence[Sequence[int] | None] | pa.Array | None = None,
+    keys: Sequence[str | None] | pa.Array | None = None,
+    splits: Sequence[str | None] | pa.Array | None = None,
+    encode_info: Mapping[str, Any] | None = None,
+    rows_per_part: int = 1_000_000,
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write ``(ids, codes)`` as a code directory in the format the encode job writes.
+
+    ``root/codes/part-NNNNN.parquet`` (``id``, ``code`` fixed_size_binary(n_bits/8) and, when
+    given, ``key``/``label``/``split``), then ``root/_encode.json`` (``{"n_bits": ..,
+    **encode_info}``) last. Every file is written atomically (temp name + rename locally, one put
+    on object stores); stale ``codes/part-*`` files are removed first. Returns ``root``.
+    """
+    n_bits = check_n_bits(n_bits, "n_bits")
+    width = n_bits // 8
+    ids_arr = np.asarray(ids)
+    if ids_arr.ndim != 1 or ids_arr.dtype.kind not in "iu":
+        raise ValueError(f"write_code_set: ids must be int[n], got {ids_arr.dtype}{ids_arr.shape}")
+    codes_arr = np.ascontiguousarray(codes)
+    n = len(ids_arr)
+    if codes_arr.dtype != np.uint8 or codes_arr.shape != (n, width):
+        raise ValueError(
+            f"write_code_set: codes must be uint8[{n}, {width}] for {n_bits}-bit codes, "
+            f"got {codes_arr.dtype}{list(codes_arr.shape)}"
+        )
+    if rows_per_part < 1:
+        raise ValueError(f"write_code_set: rows_per_part must be >= 1, got {rows_per_part}")
+    full = code_schema(n_bits)
+    extra = {
+        name: col
+        for name, col in (
+            ("key", _optional_column("keys", keys, n, full.field("key").type)),
+            ("label", _optional_column("labels", labels, n, full.field("label").type)),
+            ("split", _optional_column("splits", splits, n, full.field("split").type)),
+        )
+        if col is not None
+    }
+    schema = pa.schema([full.field(c) for c in ("id", "code", *extra)])
+    for stale in list_code_parts(root, storage_options):
+        fs, path = storage.url_to_fs(stale, storage_options)
+        fs.rm(path)
+    n_parts = max(1, math.ceil(n / rows_per_part))
+    for i in range(n_parts):
+        start, stop = i * rows_per_part, min(n, (i + 1) * rows_per_part)
+        block = codes_arr[start:stop]
+        code_col = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), stop - start, [None, pa.py_buffer(block)]
+        )
+        columns = [pa.array(ids_arr[start:stop], pa.int64()), code_col]
+        columns += [col.slice(start, stop - start) for col in extra.values()]
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_arrays(columns, schema=schema), buf)
+        storage.write_bytes_atomic(
+            storage.join(root, CODES_DIR, f"part-{i:05d}.parquet"), buf.getvalue(), storage_options
+        )
+    info = {**(encode_info or {}), "n_bits": n_bits}
+    storage.write_json_atomic(storage.join(root, ENCODE_INFO_FILE), info, storage_options)
+    logger.info("wrote code set %s: %d %d-bit codes in %d parts", root, n, n_bits, n_parts)
+    return root

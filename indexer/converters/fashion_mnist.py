@@ -78,7 +78,11 @@ def _find(source_dir: str, stem: str) -> str:
     raise FileNotFoundError(f"{source_dir}: missing {stem}.gz")
 
 
-def _load_part(source_dir: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+def read_fashion_mnist(source_dir: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``part`` (``"train"``: 60k, ``"test"``: 10k) of the IDX files in ``source_dir``:
+    ``(images uint8[n, 28, 28], labels uint8[n])``, shapes and label range checked."""
+    if part not in _FILES:
+        raise ValueError(f"part must be one of {sorted(_FILES)}, got {part!r}")
     img_stem, lbl_stem = _FILES[part]
     images = read_idx(_find(source_dir, img_stem))
     labels = read_idx(_find(source_dir, lbl_stem))
@@ -111,8 +115,8 @@ def convert_fashion_mnist(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     t0 = time.perf_counter()
-    train_x, train_y = _load_part(source_dir, "train")
-    test_x, test_y = _load_part(source_dir, "test")
+    train_x, train_y = read_fashion_mnist(source_dir, "train")
+    test_x, test_y = read_fashion_mnist(source_dir, "test")
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(
             f"{source_dir}: train {train_x.shape} and test {test_x.shape} sizes differ"

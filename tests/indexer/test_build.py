@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from codes_helpers import clustered_codes, write_codes_dir
 
 from indexer import storage
 from indexer.build import build, default_nlist
-from indexer.codes import code_arrays, read_codes
+from indexer.codes import code_arrays, read_codes, write_code_set
 from indexer.manifest import read_manifest
 from indexer.shards import (
     load_meta,
@@ -23,7 +22,19 @@ from indexer.shards import (
     shard_of,
     splitmix64,
 )
+from indexer.synthetic_codes import clustered_codes, uniform_codes
 from odh_core.packing import hamming_distances
+
+
+def write_codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray, n_bits: int) -> str:
+    """A code set with every passthrough column and encoder provenance, in two parts."""
+    return write_code_set(
+        str(root), ids, codes, n_bits,
+        keys=[f"item/{i}" for i in ids], labels=[[int(i) % 5] for i in ids],
+        splits=["database"] * len(ids),
+        encode_info={"checkpoint": "/ckpt/x", "checkpoint_sha256": "ab" * 32},
+        rows_per_part=max(1, (len(ids) + 1) // 2),
+    )  # fmt: skip
 
 
 def test_splitmix64_and_shard_of() -> None:
@@ -44,7 +55,7 @@ def random_index(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> t
     rng = np.random.default_rng(0)
     n, n_bits = 3000, 32
     ids = rng.choice(10**9, size=n, replace=False).astype(np.int64)
-    codes = rng.integers(0, 256, size=(n, n_bits // 8), dtype=np.uint8)
+    codes = uniform_codes(n, n_bits, seed=0)
     codes_dir = write_codes_dir(root / "codes", ids, codes, n_bits)
     manifest = build(codes_dir, str(root / "index"), n_shards=3, nlist=16, seed=0)
     return str(root / "index"), manifest, ids, codes
@@ -75,8 +86,7 @@ def test_manifest_and_meta(random_index: tuple) -> None:
 def test_exact_search_equals_brute_force(random_index: tuple) -> None:
     index_dir, manifest, ids, codes = random_index
     shards = [load_shard(index_dir, e) for e in manifest.shards]
-    rng = np.random.default_rng(1)
-    queries = np.concatenate([codes[:5], rng.integers(0, 256, size=(20, 4), dtype=np.uint8)])
+    queries = np.concatenate([codes[:5], uniform_codes(20, 32, seed=1)])
     k = 25
     dist, idx = search_shards(shards, queries, k, nprobe=manifest.nlist)
     true = hamming_distances(queries, codes)
@@ -114,7 +124,7 @@ def test_clustered_sharded_equals_global_ivf(tmp_path: Path, ray_local: None) ->
     shards = [load_shard(index_dir, e) for e in manifest.shards]
     glob = load_quantizer(index_dir, manifest)
     glob.add_with_ids(codes, ids)
-    queries = clustered_codes(30, n_bits, n_centres=20, flip=0.08, seed=2)  # same centres
+    queries = clustered_codes(30, n_bits, n_centres=20, flip=0.08, seed=2)  # same seed: centres
     k = 20
     for nprobe in (1, 3):
         assert nprobe < manifest.nlist
@@ -162,12 +172,8 @@ def test_code_length_mismatch_names_file(tmp_path: Path) -> None:
     codes = np.zeros((10, 2), dtype=np.uint8)
     codes_dir = write_codes_dir(tmp_path, ids, codes, 16)
     storage.write_json_atomic(str(tmp_path / "_encode.json"), {"n_bits": 32})
-    with pytest.raises(
-        ValueError, match=r"part-000000000000-a\.parquet: column 'code' holds 16-bit"
-    ):
+    with pytest.raises(ValueError, match=r"part-00000\.parquet: column 'code' holds 16-bit"):
         read_codes(codes_dir)
-    table = pq.read_table(
-        io.BytesIO(Path(tmp_path, "codes", "part-000000000000-a.parquet").read_bytes())
-    )
+    table = pq.read_table(io.BytesIO(Path(tmp_path, "codes", "part-00000.parquet").read_bytes()))
     with pytest.raises(ValueError, match="holds 16-bit codes, expected 32"):
         code_arrays(table, 32, source="x.parquet")

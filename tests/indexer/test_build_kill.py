@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from codes_helpers import clustered_codes, write_codes_dir
 
 from indexer.build import build
+from indexer.codes import write_code_set
 from indexer.manifest import read_manifest
+from indexer.synthetic_codes import clustered_codes
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +42,8 @@ def _kill_when(path: Path, proc: subprocess.Popen, deadline_s: float = 180) -> N
 def test_killed_build_resumes_to_the_clean_result(tmp_path: Path, ray_local: None) -> None:
     rng = np.random.default_rng(0)
     ids = rng.permutation(400_000).astype(np.int64)[:300_000]
-    codes = write_codes_dir(
-        tmp_path / "c", ids, clustered_codes(len(ids), N_BITS, 64, 0.1, seed=1), N_BITS, meta=False
+    codes = write_code_set(
+        str(tmp_path / "c"), ids, clustered_codes(len(ids), N_BITS, 64, 0.1, seed=1), N_BITS
     )
     killed = tmp_path / "killed"
     proc = subprocess.Popen(

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from indexer import storage
 from indexer.build import build
-from indexer.codes import code_schema
+from indexer.codes import write_code_set
 from indexer.converters.synthetic import make_synthetic
 from indexer.imageset import load_arrays, read_image_set, read_info
 from indexer.manifest import read_manifest
 from indexer.shards import load_meta, load_shard, search_shards
+from indexer.synthetic_codes import uniform_codes
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +58,13 @@ def test_image_set_on_s3(s3: dict[str, Any]) -> None:
 
 
 def test_build_on_s3(s3: dict[str, Any], ray_local: None) -> None:
-    rng = np.random.default_rng(0)
     n, n_bits = 400, 32
     ids = np.arange(n, dtype=np.int64)
-    codes = rng.integers(0, 256, size=(n, 4), dtype=np.uint8)
-    table = pa.Table.from_pydict(
-        {
-            "id": ids,
-            "code": pa.array([c.tobytes() for c in codes], pa.binary(4)),
-            "key": [f"k{i}" for i in ids],
-            "label": pa.array([[0]] * n, pa.list_(pa.int32())),
-            "split": ["database"] * n,
-        },
-        schema=code_schema(n_bits),
-    )
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes_atomic("s3://odh/codes/codes/part-0.parquet", buf.getvalue(), s3)
-    storage.write_json_atomic("s3://odh/codes/_encode.json", {"n_bits": n_bits}, s3)
+    codes = uniform_codes(n, n_bits, seed=0)
+    write_code_set(
+        "s3://odh/codes", ids, codes, n_bits, keys=[f"k{i}" for i in ids], labels=[[0]] * n,
+        splits=["database"] * n, storage_options=s3,
+    )  # fmt: skip
 
     manifest = build("s3://odh/codes", "s3://odh/index", n_shards=2, nlist=4, storage_options=s3)
     assert read_manifest("s3://odh/index", storage_options=s3) == manifest

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from codes_helpers import clustered_codes, write_codes_dir
 
 from indexer.build import BuildConfig, build
 from indexer.build_state import marker_uri
+from indexer.codes import write_code_set
 from indexer.manifest import read_manifest
 from indexer.shard_io import FAIL_ENV
 from indexer.shards import load_shard, search_shards
+from indexer.synthetic_codes import clustered_codes
 from indexer.update import append, delete, read_id_file
 from odh_core.packing import hamming_distances
 
@@ -20,7 +21,7 @@ N_BITS = 32
 
 
 def _codes_dir(root: Path, ids: np.ndarray, codes: np.ndarray) -> str:
-    return write_codes_dir(root, ids, codes, N_BITS, meta=False)  # id + code only
+    return write_code_set(str(root), ids, codes, N_BITS)  # id + code only
 
 
 def _codes(n: int, seed: int) -> np.ndarray:

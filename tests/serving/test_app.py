@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from serving.client import ODHClient, ODHClientError
@@ -89,7 +86,7 @@ def index(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Index:
     import torch
 
     from indexer.build import build
-    from indexer.codes import code_schema
+    from indexer.codes import write_code_set
     from odh_core.checkpoint import save_checkpoint
     from odh_core.encoder import Encoder
     from odh_core.models import create_encoder
@@ -105,22 +102,14 @@ def index(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Index:
     ids = (np.arange(N_DB, dtype=np.int64) * 7 + 3)[rng.permutation(N_DB)]
     codes = np.asarray(encoder.encode_images(images), dtype=np.uint8)
 
-    codes_dir = root / "codes"
-    (codes_dir / "codes").mkdir(parents=True)
-    table = pa.table(
-        {
-            "id": ids,
-            "code": pa.array([c.tobytes() for c in codes], pa.binary(N_BITS // 8)),
-            "key": [f"img-{i}" for i in ids],
-            "label": pa.array([[int(i % 4)] for i in range(N_DB)], pa.list_(pa.int32())),
-            "split": ["database"] * N_DB,
-        },
-        schema=code_schema(N_BITS),
-    )
-    pq.write_table(table, codes_dir / "codes" / "part-00000.parquet")
-    (codes_dir / "_encode.json").write_text(json.dumps({"n_bits": N_BITS, "checkpoint": ckpt}))
+    codes_dir = str(root / "codes")
+    write_code_set(
+        codes_dir, ids, codes, N_BITS, keys=[f"img-{i}" for i in ids],
+        labels=[[int(i % 4)] for i in range(N_DB)], splits=["database"] * N_DB,
+        encode_info={"checkpoint": ckpt},
+    )  # fmt: skip
     out = str(root / "index")
-    build(str(codes_dir), out, n_shards=N_SHARDS, nlist=NLIST, seed=0)
+    build(codes_dir, out, n_shards=N_SHARDS, nlist=NLIST, seed=0)
     return Index(out, images, ids, codes)
 
 

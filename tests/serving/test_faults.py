@@ -8,15 +8,12 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from serving.client import ODHClient
@@ -36,24 +33,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def index_dir(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     from indexer.build import build
-    from indexer.codes import code_schema
+    from indexer.codes import write_code_set
+    from indexer.synthetic_codes import uniform_codes
 
     root: Path = tmp_path_factory.mktemp("faults")
-    rng = np.random.default_rng(3)
-    codes = rng.integers(0, 256, size=(N_DB, N_BITS // 8), dtype=np.uint8)
-    (root / "codes" / "codes").mkdir(parents=True)
-    table = pa.table(
-        {
-            "id": np.arange(N_DB, dtype=np.int64),
-            "code": pa.array([c.tobytes() for c in codes], pa.binary(N_BITS // 8)),
-            "key": [f"k{i}" for i in range(N_DB)],
-            "label": pa.array([[i % 3] for i in range(N_DB)], pa.list_(pa.int32())),
-            "split": ["database"] * N_DB,
-        },
-        schema=code_schema(N_BITS),
-    )
-    pq.write_table(table, root / "codes" / "codes" / "part-00000.parquet")
-    (root / "codes" / "_encode.json").write_text(json.dumps({"n_bits": N_BITS}))
+    codes = uniform_codes(N_DB, N_BITS, seed=3)
+    write_code_set(
+        str(root / "codes"), np.arange(N_DB, dtype=np.int64), codes, N_BITS,
+        keys=[f"k{i}" for i in range(N_DB)], labels=[[i % 3] for i in range(N_DB)],
+        splits=["database"] * N_DB,
+    )  # fmt: skip
     out = str(root / "index")
     build(str(root / "codes"), out, n_shards=2, nlist=4, seed=0)
     return out
