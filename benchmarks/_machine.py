@@ -17,12 +17,9 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
     }
-    try:
-        with open("/proc/meminfo") as fh:
-            total_kb = int(fh.readline().split()[1])
-        info["memory_gib"] = round(total_kb / 2**20, 1)
-    except OSError:
-        pass
+    import psutil
+
+    info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     for name in ("numpy", "faiss", "torch", "ray"):
         module = sys.modules.get(name)
         if module is not None:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from indexer.codes import code_arrays, read_codes, read_encode_info
-from indexer.imageset import labels_to_multihot, read_info
+from indexer.imageset import label_column_to_multihot, read_info
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def evaluate(
             raise ValueError(f"{codes}: no codes in the {role} splits {list(names)}")
     q_ids, q_codes = code_arrays(parts["query"], n_bits)
     d_ids, d_codes = code_arrays(parts["database"], n_bits)
-    q_labels = labels_to_multihot(parts["query"].column("label"), info.n_classes)
-    d_labels = labels_to_multihot(parts["database"].column("label"), info.n_classes)
+    q_labels = label_column_to_multihot(parts["query"].column("label"), info.n_classes)
+    d_labels = label_column_to_multihot(parts["database"].column("label"), info.n_classes)
     logger.info(
         "evaluate: protocol %s, %d queries, %d database codes of %d bits",
         info.protocol.name, len(q_ids), len(d_ids), n_bits,

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexer import storage
+from odh_core.images import DEFAULT_IMAGE_LIMITS, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ FORMAT_VERSION = 1
 INFO_FILE = "_dataset.json"
 SPLITS = ("train", "query", "database")
 _PART_RE = re.compile(r"^part-\d{5,}\.parquet$")
-_MAX_DECODE_BYTES = 64 * 1024 * 1024
-_MAX_DECODE_PIXELS = 64 * 1024 * 1024
 
 IMAGE_SET_SCHEMA = pa.schema(
     [
@@ -255,7 +254,8 @@ def check_part_schema(uri: str, storage_options: dict[str, Any] | None = None) -
 
 
 def _validate_table(table: pa.Table, source: str) -> None:
-    """Row-level checks: no null/negative ids, no empty images, known split names."""
+    """Row-level checks: no null/negative ids, no empty or oversized images (the byte limit of
+    :data:`odh_core.images.DEFAULT_IMAGE_LIMITS`), known split names."""
     ids = table.column("id")
     if ids.null_count:
         raise ImageSetError(f"{source}: column 'id' has {ids.null_count} null values")
@@ -267,6 +267,13 @@ def _validate_table(table: pa.Table, source: str) -> None:
         n_empty = table.num_rows - pc.sum(pc.greater(lengths, 0)).as_py() if table.num_rows else 0
         if n_empty:
             raise ImageSetError(f"{source}: column 'image' has {n_empty} null or empty values")
+        limit = DEFAULT_IMAGE_LIMITS.max_bytes
+        if table.num_rows and pc.max(lengths).as_py() > limit:
+            row = pc.index(pc.greater(lengths, limit), True).as_py()
+            raise ImageSetError(
+                f"{source}: column 'image' of id {ids[row].as_py()} holds "
+                f"{lengths[row].as_py()} bytes, over the image limit of {limit}"
+            )
     if "split" in table.column_names and table.num_rows:
         values = set(pc.unique(table.column("split")).to_pylist())
         bad = values - set(SPLITS) - {None}
@@ -333,32 +340,15 @@ def read_image_set(
     return table
 
 
-def _decode(data: bytes, image_size: int, channels: int) -> np.ndarray:
-    """Decode one image to uint8[H, W, C] with odh_core's size-limited decoder."""
-    from odh_core.images import decode_image
+def label_column_to_multihot(labels: pa.ChunkedArray | pa.Array, n_classes: int) -> np.ndarray:
+    """The ``label`` list<int32> column → ``bool[n, n_classes]`` (null: no label) with
+    :func:`odh_core.data.labels_to_multihot`; out-of-range labels raise ValueError."""
+    from odh_core.data import labels_to_multihot
 
-    return decode_image(
-        data,
-        image_size=image_size,
-        channels=channels,
-        max_bytes=_MAX_DECODE_BYTES,
-        max_pixels=_MAX_DECODE_PIXELS,
-    )
-
-
-def labels_to_multihot(labels: pa.ChunkedArray | pa.Array, n_classes: int) -> np.ndarray:
-    """list<int32> labels → bool[n, n_classes]; out-of-range labels raise ValueError."""
     if isinstance(labels, pa.ChunkedArray):
-        labels = labels.combine_chunks()
-    n = len(labels)
-    out = np.zeros((n, n_classes), dtype=bool)
-    lengths = pc.fill_null(pc.list_value_length(labels), 0).to_numpy()
-    flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    if flat.size and (flat.min() < 0 or flat.max() >= n_classes):
-        raise ValueError(f"column 'label' has values outside [0, {n_classes})")
-    rows = np.repeat(np.arange(n), lengths)
-    out[rows, flat] = True
-    return out
+        labels = labels.combine_chunks() if labels.num_chunks else pa.array([], labels.type)
+    rows = labels.to_numpy(zero_copy_only=False)  # object array: int arrays, None for nulls
+    return labels_to_multihot(list(rows), n_classes)
 
 
 def load_arrays(
@@ -376,9 +366,9 @@ def load_arrays(
     ids = table.column("id").to_numpy().astype(np.int64)
     images = np.empty((table.num_rows, h, w, info.channels), dtype=np.uint8)
     for i, data in enumerate(table.column("image").to_pylist()):
-        images[i] = _decode(data, h, info.channels)
+        images[i] = decode_image(data, image_size=h, channels=info.channels)
     if "label" in table.column_names:
-        labels = labels_to_multihot(table.column("label"), info.n_classes)
+        labels = label_column_to_multihot(table.column("label"), info.n_classes)
     else:
         labels = np.zeros((table.num_rows, info.n_classes), dtype=bool)
     return ids, images, labels

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from odh_core.packing import check_n_bits
+
 if TYPE_CHECKING:
     import faiss
 
@@ -40,8 +42,7 @@ def empty_ivf(n_bits: int, nlist: int, quantizer: str = "flat", hnsw_m: int = 16
 
     if quantizer not in QUANTIZERS:
         raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
-    if n_bits <= 0 or n_bits % 8:
-        raise ValueError(f"n_bits must be a positive multiple of 8, got {n_bits}")
+    n_bits = check_n_bits(n_bits, "n_bits")
     if quantizer == "hnsw":
         if hnsw_m < 2:
             raise ValueError(f"hnsw_m must be >= 2, got {hnsw_m}")

@@ -36,8 +36,7 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     arr = np.asarray(bits)
     if arr.ndim != 2:
         raise ValueError(f"bits must be 2-D [n, n_bits], got shape {arr.shape}")
-    if arr.shape[1] % 8 != 0:
-        raise ValueError(f"bits: n_bits must be a multiple of 8, got {arr.shape[1]}")
+    check_n_bits(arr.shape[1], "bits: n_bits (columns)")
     if arr.dtype == np.bool_:
         on = arr
     elif arr.dtype.kind in "ui":
@@ -55,7 +54,8 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 def unpack_bits(codes: np.ndarray, n_bits: int) -> np.ndarray:
     """Unpack ``uint8[n, n_bits/8]`` codes to ``uint8[n, n_bits]`` of 0/1."""
     arr = _check_codes(codes, "codes")
-    if n_bits <= 0 or n_bits % 8 != 0 or arr.shape[1] * 8 != n_bits:
+    n_bits = check_n_bits(n_bits, "n_bits")
+    if arr.shape[1] * 8 != n_bits:
         raise ValueError(f"n_bits={n_bits} does not match codes of {arr.shape[1]} bytes")
     return np.unpackbits(arr, axis=1, count=n_bits, bitorder="little")
 

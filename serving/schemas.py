@@ -24,14 +24,16 @@ from pydantic import (
     model_validator,
 )
 
+from odh_core.images import DEFAULT_IMAGE_LIMITS
+
 logger = logging.getLogger(__name__)
 
 #: Most queries in one request.
 MAX_BATCH: int = 256
 #: Largest ``k``.
 MAX_K: int = 1000
-#: Largest decoded image, in bytes.
-MAX_IMAGE_BYTES: int = 4 * 1024 * 1024
+#: Largest encoded image, in bytes: the one image-size policy of every stage.
+MAX_IMAGE_BYTES: int = DEFAULT_IMAGE_LIMITS.max_bytes
 #: Largest code, in bytes (4096 bits).
 MAX_CODE_BYTES: int = 512
 

@@ -2,7 +2,9 @@
 
 ``root/<class>/<file>.png|jpg|jpeg|webp|bmp`` → one row per file: ids in sorted path order,
 label = class index (classes sorted by name), key = the path relative to ``root``. The encoded
-bytes are stored as they are (no re-encoding); zero-byte files are skipped with a warning.
+bytes are stored as they are (no re-encoding); zero-byte files and files over the image byte
+limit (:data:`odh_core.images.DEFAULT_IMAGE_LIMITS`, the limit of every stage) are skipped with
+a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow as pa
 
 from indexer.converters.splits import stratified_splits
 from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, SplitProtocol, write_image_set
+from odh_core.images import DEFAULT_IMAGE_LIMITS
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,12 @@ def convert_folder(
                     data = fh.read()
                 if not data:
                     logger.warning("folder: skipping empty file %s", path)
+                    continue
+                if len(data) > DEFAULT_IMAGE_LIMITS.max_bytes:
+                    logger.warning(
+                        "folder: skipping %s: %d bytes, over the image limit of %d",
+                        path, len(data), DEFAULT_IMAGE_LIMITS.max_bytes,
+                    )  # fmt: skip
                     continue
                 images.append(data)
                 labels.append(cls_index)

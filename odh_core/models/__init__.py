@@ -10,6 +10,7 @@ from torch import nn
 from odh_core.layers import get_layer_config
 from odh_core.models.resnet import HashResNet
 from odh_core.models.stats import model_stats
+from odh_core.packing import check_n_bits
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ def create_encoder(
     """Build a registered hashing backbone. ``binary=False`` gives the full-precision twin."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; known: {list_encoders()}")
-    if not isinstance(n_bits, int) or n_bits <= 0 or n_bits % 8 != 0:
-        raise ValueError(f"n_bits must be a positive multiple of 8, got {n_bits!r}")
+    n_bits = check_n_bits(n_bits, "n_bits")
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
     if n_classes is not None and n_classes < 1:

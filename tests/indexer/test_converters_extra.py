@@ -16,6 +16,7 @@ from indexer.converters.cifar10 import convert_cifar10, read_batch
 from indexer.converters.folder import convert_folder
 from indexer.converters.parquet_source import ColumnMapping, convert_parquet
 from indexer.imageset import ImageSetError, load_arrays, read_image_set, read_info
+from odh_core.images import DEFAULT_IMAGE_LIMITS
 
 
 def _fake_cifar(root: Path, per_batch: int = 20) -> Path:
@@ -77,6 +78,7 @@ def test_image_folder(tmp_path: Path) -> None:
         for i in range(6):
             (root / cls / f"{i}.png").write_bytes(_png(40 * c + i))
     (root / "dog" / "empty.png").write_bytes(b"")
+    (root / "dog" / "huge.png").write_bytes(bytes(DEFAULT_IMAGE_LIMITS.max_bytes + 1))
     (root / "dog" / "notes.txt").write_text("not an image")
     out = str(tmp_path / "set")
     info = convert_folder(str(root), out, query_per_class=1, train_per_class=2, rows_per_part=7)

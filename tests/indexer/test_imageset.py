@@ -154,6 +154,21 @@ def test_empty_image_bytes(tmp_path: Path) -> None:
         write_image_set(bad, str(tmp_path / "out"), _info())
 
 
+def test_oversized_image_is_refused_at_the_shared_limit(tmp_path: Path) -> None:
+    from odh_core.images import DEFAULT_IMAGE_LIMITS
+
+    table, _ = _table(3)
+    images = table.column("image").to_pylist()
+    images[2] = b"\x89PNG" + bytes(DEFAULT_IMAGE_LIMITS.max_bytes - 3)  # one byte over
+    bad = table.set_column(1, "image", pa.array(images, pa.binary()))
+    bad_id = table.column("id")[2].as_py()
+    with pytest.raises(ImageSetError, match=rf"column 'image' of id {bad_id} .*over the image"):
+        write_image_set(bad, str(tmp_path / "out"), _info())
+    path = _bad_set(tmp_path, bad)
+    with pytest.raises(ImageSetError, match=r"part-00000\.parquet: column 'image' of id"):
+        read_image_set(path)
+
+
 def test_unknown_split_and_bad_info(tmp_path: Path) -> None:
     table, _ = _table(4)
     bad = table.set_column(4, "split", pa.array(["query", "test", "train", "train"]))

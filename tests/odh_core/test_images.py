@@ -39,3 +39,25 @@ def test_limits_and_garbage() -> None:
     with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_image(data[: len(data) // 2], image_size=28, channels=1)
     assert issubclass(ImageDecodeError, ValueError)
+
+
+def test_image_limits_are_one_policy() -> None:
+    from odh_core.images import DEFAULT_IMAGE_LIMITS, ImageLimits
+
+    limits = ImageLimits(max_bytes=100, max_pixels=50)
+    limits.check_bytes(100)
+    limits.check_pixels(5, 10)
+    with pytest.raises(ImageDecodeError, match="101 bytes, over the limit of 100"):
+        limits.check_bytes(101)
+    with pytest.raises(ImageDecodeError, match="empty"):
+        limits.check_bytes(0)
+    with pytest.raises(ImageDecodeError, match="60 pixels, over the limit of 50"):
+        limits.check_pixels(6, 10)
+    with pytest.raises(ValueError, match=r"ImageLimits\.max_bytes must be a positive int"):
+        ImageLimits(max_bytes=0)
+    data = _png(np.zeros((8, 8), np.uint8), "L")
+    assert decode_image(data, image_size=8, channels=1, limits=ImageLimits(max_pixels=64)).shape
+    with pytest.raises(ImageDecodeError, match="pixels"):
+        decode_image(data, image_size=8, channels=1, limits=ImageLimits(max_pixels=63))
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        decode_image(b"\x89PNG" + bytes(DEFAULT_IMAGE_LIMITS.max_bytes), image_size=8, channels=1)

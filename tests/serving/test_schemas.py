@@ -73,3 +73,9 @@ def test_response_round_trip() -> None:
     assert again == resp and again.partial is False and again.missing_groups == []
     with pytest.raises(ValidationError):
         Hit.model_validate({"id": 1, "distance": 0, "extra": 1})
+
+
+def test_image_size_limit_is_the_shared_policy() -> None:
+    from odh_core.images import DEFAULT_IMAGE_LIMITS
+
+    assert DEFAULT_IMAGE_LIMITS.max_bytes == MAX_IMAGE_BYTES  # what training and encode accept
