@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexer import storage
+from odh_core import formats
 from odh_core.images import DEFAULT_IMAGE_LIMITS, decode_image
 
 logger = logging.getLogger(__name__)
@@ -57,32 +58,19 @@ class SplitProtocol:
     database_splits: tuple[str, ...] = ("train", "database")
     train_splits: tuple[str, ...] = ("train",)
 
+    __json_source__: ClassVar[str] = f"{INFO_FILE} protocol"
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "query_splits": list(self.query_splits),
-            "database_splits": list(self.database_splits),
-            "train_splits": list(self.train_splits),
-        }
+        return formats.to_json(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> SplitProtocol:
-        try:
-            return cls(
-                name=str(obj["name"]),
-                seed=int(obj.get("seed", 0)),
-                query_splits=tuple(obj.get("query_splits", ("query",))),
-                database_splits=tuple(obj.get("database_splits", ("train", "database"))),
-                train_splits=tuple(obj.get("train_splits", ("train",))),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"bad protocol in {INFO_FILE}: {exc!r}") from exc
+    def from_json(cls, obj: dict[str, Any], source: str | None = None) -> SplitProtocol:
+        return formats.from_json(cls, obj, source, error=ImageSetError)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Contents of ``_dataset.json``."""
+    """Contents of ``_dataset.json`` (read and written by :mod:`odh_core.formats`)."""
 
     name: str
     class_names: tuple[str, ...]
@@ -91,6 +79,8 @@ class DatasetInfo:
     counts: dict[str, int] = field(default_factory=dict)
     protocol: SplitProtocol | None = None
     format_version: int = FORMAT_VERSION
+
+    __json_source__: ClassVar[str] = INFO_FILE
 
     def __post_init__(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
@@ -103,37 +93,11 @@ class DatasetInfo:
         return len(self.class_names)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": self.format_version,
-            "name": self.name,
-            "class_names": list(self.class_names),
-            "image_size": list(self.image_size),
-            "channels": self.channels,
-            "counts": dict(self.counts),
-            "protocol": None if self.protocol is None else self.protocol.to_json(),
-        }
+        return formats.to_json(self)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = INFO_FILE) -> DatasetInfo:
-        if not isinstance(obj, dict):
-            raise ImageSetError(f"{source}: expected a JSON object")
-        version = obj.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ImageSetError(
-                f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
-            )
-        try:
-            protocol = obj.get("protocol")
-            return cls(
-                name=str(obj["name"]),
-                class_names=tuple(str(c) for c in obj["class_names"]),
-                image_size=(int(obj["image_size"][0]), int(obj["image_size"][1])),
-                channels=int(obj["channels"]),
-                counts={str(k): int(v) for k, v in obj.get("counts", {}).items()},
-                protocol=None if protocol is None else SplitProtocol.from_json(protocol),
-            )
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
-            raise ImageSetError(f"{source}: bad or missing field: {exc!r}") from exc
+        return formats.from_json(cls, obj, source, error=ImageSetError)
 
 
 def part_name(index: int) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from indexer import storage
+from odh_core import formats
+from odh_core.formats import json_path
+from odh_core.packing import check_n_bits
 
 logger = logging.getLogger(__name__)
 
@@ -26,54 +29,52 @@ class ShardEntry:
     ntotal: int
     group: int = 0
 
+    __json_source__: ClassVar[str] = f"{MANIFEST_FILE} shard"
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "shard": self.shard,
-            "file": self.file,
-            "sha256": self.sha256,
-            "meta_file": self.meta_file,
-            "meta_sha256": self.meta_sha256,
-            "ntotal": self.ntotal,
-            "group": self.group,
-        }
+        return formats.to_json(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ShardEntry:
-        return cls(
-            shard=int(obj["shard"]),
-            file=str(obj["file"]),
-            sha256=str(obj["sha256"]),
-            meta_file=str(obj["meta_file"]),
-            meta_sha256=str(obj["meta_sha256"]),
-            ntotal=int(obj["ntotal"]),
-            group=int(obj.get("group", 0)),
-        )
+    def from_json(cls, obj: dict[str, Any], source: str | None = None) -> ShardEntry:
+        return formats.from_json(cls, obj, source)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """An index generation: code length, coarse quantizer, encoder provenance and shards."""
+    """An index generation: code length, coarse quantizer, encoder provenance and shards.
+
+    JSON layout (format version 1): ``quantizer: {file, sha256}``, ``encoder: {checkpoint,
+    sha256}``, ``build`` (the build config), ``deleted: {ids, count}`` and the derived ``ntotal``;
+    read and written by :mod:`odh_core.formats` (unknown fields ignored, version checked).
+    """
 
     n_bits: int
     nlist: int
-    quantizer_file: str
-    quantizer_sha256: str
+    quantizer_file: str = field(metadata=json_path("quantizer", "file"))
+    quantizer_sha256: str = field(metadata=json_path("quantizer", "sha256"))
     shards: tuple[ShardEntry, ...]
-    encoder_checkpoint: str | None = None
-    encoder_sha256: str | None = None
+    encoder_checkpoint: str | None = field(
+        default=None, metadata=json_path("encoder", "checkpoint")
+    )
+    encoder_sha256: str | None = field(default=None, metadata=json_path("encoder", "sha256"))
     generation: int = 1
     metric: str = "hamming"
-    build_config: dict[str, Any] = field(default_factory=dict)
-    deleted_ids: tuple[int, ...] = ()
+    build_config: dict[str, Any] = field(default_factory=dict, metadata=json_path("build"))
+    deleted_ids: tuple[int, ...] = field(default=(), metadata=json_path("deleted", "ids"))
     format_version: int = FORMAT_VERSION
 
+    __json_source__: ClassVar[str] = MANIFEST_FILE
+    __json_derived__: ClassVar[dict[str, str]] = {
+        "ntotal": "ntotal",
+        "deleted.count": "deleted_count",
+    }
+
     def __post_init__(self) -> None:
-        if self.n_bits <= 0 or self.n_bits % 8:
-            raise ValueError(f"n_bits must be a positive multiple of 8, got {self.n_bits}")
+        check_n_bits(self.n_bits, "manifest n_bits")
         if self.nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
+            raise ValueError(f"manifest nlist must be >= 1, got {self.nlist}")
         if self.metric != "hamming":
-            raise ValueError(f"metric must be 'hamming', got {self.metric!r}")
+            raise ValueError(f"manifest metric must be 'hamming', got {self.metric!r}")
 
     @property
     def ntotal(self) -> int:
@@ -88,55 +89,12 @@ class Manifest:
     def n_shards(self) -> int:
         return len(self.shards)
 
-    @property
-    def groups(self) -> dict[int, tuple[ShardEntry, ...]]:
-        """Shards by searcher group."""
-        out: dict[int, list[ShardEntry]] = {}
-        for s in self.shards:
-            out.setdefault(s.group, []).append(s)
-        return {g: tuple(v) for g, v in sorted(out.items())}
-
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": self.format_version,
-            "generation": self.generation,
-            "n_bits": self.n_bits,
-            "nlist": self.nlist,
-            "metric": self.metric,
-            "ntotal": self.ntotal,
-            "quantizer": {"file": self.quantizer_file, "sha256": self.quantizer_sha256},
-            "encoder": {"checkpoint": self.encoder_checkpoint, "sha256": self.encoder_sha256},
-            "shards": [s.to_json() for s in self.shards],
-            "build": dict(self.build_config),
-            "deleted": {"count": self.deleted_count, "ids": list(self.deleted_ids)},
-        }
+        return formats.to_json(self)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = MANIFEST_FILE) -> Manifest:
-        if not isinstance(obj, dict):
-            raise ValueError(f"{source}: expected a JSON object")
-        version = obj.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
-            )
-        try:
-            encoder = obj.get("encoder") or {}
-            return cls(
-                n_bits=int(obj["n_bits"]),
-                nlist=int(obj["nlist"]),
-                quantizer_file=str(obj["quantizer"]["file"]),
-                quantizer_sha256=str(obj["quantizer"]["sha256"]),
-                shards=tuple(ShardEntry.from_json(s) for s in obj["shards"]),
-                encoder_checkpoint=encoder.get("checkpoint"),
-                encoder_sha256=encoder.get("sha256"),
-                generation=int(obj.get("generation", 1)),
-                metric=str(obj.get("metric", "hamming")),
-                build_config=dict(obj.get("build", {})),
-                deleted_ids=tuple(int(i) for i in (obj.get("deleted") or {}).get("ids", [])),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{source}: bad or missing field: {exc!r}") from exc
+        return formats.from_json(cls, obj, source)
 
 
 def read_manifest(index_dir: str, storage_options: dict[str, Any] | None = None) -> Manifest:

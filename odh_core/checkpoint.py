@@ -6,16 +6,18 @@ Local paths and fsspec URLs (e.g. ``s3://``) are supported; loading verifies the
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from odh_core import formats
+from odh_core.packing import check_n_bits
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,10 @@ class EncoderConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
+    __json_source__: ClassVar[str] = CONFIG_FILE
+
     def __post_init__(self) -> None:
-        if self.n_bits <= 0 or self.n_bits % 8 != 0:
-            raise ValueError(
-                f"EncoderConfig.n_bits must be a positive multiple of 8: {self.n_bits}"
-            )
+        check_n_bits(self.n_bits, "EncoderConfig.n_bits")
         if self.channels not in (1, 3):
             raise ValueError(f"EncoderConfig.channels must be 1 or 3: {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -59,23 +60,13 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig.std must be positive: {self.std}")
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The ``config.json`` text (sorted keys, 2-space indent)."""
+        return json.dumps(formats.to_json(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            logger.warning("ignoring unknown EncoderConfig fields: %s", sorted(unknown))
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("mean", "std"):
-            if key in kwargs:
-                kwargs[key] = tuple(float(v) for v in kwargs[key])
-        if int(kwargs.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint format_version {kwargs['format_version']} is too new"
-            )
-        return cls(**kwargs)
+    def from_dict(cls, data: dict[str, Any], source: str = CONFIG_FILE) -> EncoderConfig:
+        """A parsed ``config.json`` → EncoderConfig (policy of :mod:`odh_core.formats`)."""
+        return formats.from_json(cls, data, source, error=CheckpointError)
 
 
 def _fs(path: str) -> tuple[Any, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from ray import serve
@@ -75,12 +74,6 @@ class QueryEncoderCore:
             else:
                 results.append(EncodeResult(codes[owner_arr == r]))
         return results
-
-    def info(self) -> dict[str, Any]:
-        """Checkpoint and code length."""
-        config = getattr(self.encoder, "config", None)
-        name = getattr(config, "name", None) if config is not None else None
-        return {"checkpoint": self.checkpoint, "n_bits": self.n_bits, "model": name}
 
 
 @serve.deployment(name="QueryEncoder", num_replicas=1, ray_actor_options={"num_cpus": 0.25})

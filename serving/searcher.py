@@ -217,24 +217,6 @@ class ShardGroup:
         labels = pc.if_else(mask, pa.scalar(None, self._labels.type), self._labels.take(rows))
         return GroupHits(dist, ids, keys.combine_chunks(), labels.combine_chunks())
 
-    def attach(
-        self, ids: np.ndarray
-    ) -> tuple[list[list[str | None]], list[list[list[int] | None]]]:
-        """``key`` and ``label`` of each id in ``ids int64[nq, k]`` (``None`` if -1/unknown)."""
-        flat = np.asarray(ids, dtype=np.int64).reshape(-1)
-        rows, found = self._rows_of(flat)
-        key_list = self._keys.take(pa.array(rows)).to_pylist() if len(rows) else []
-        label_list = self._labels.take(pa.array(rows)).to_pylist() if len(rows) else []
-        nq, k = ids.shape
-        keys = [
-            [key_list[r * k + c] if found[r * k + c] else None for c in range(k)] for r in range(nq)
-        ]
-        labels = [
-            [label_list[r * k + c] if found[r * k + c] else None for c in range(k)]
-            for r in range(nq)
-        ]
-        return keys, labels
-
     def lookup(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored codes of ``ids``: ``(codes uint8[n, n_bits/8], found bool[n])`` (zero rows where
         not found in this group)."""
