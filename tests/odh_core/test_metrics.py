@@ -1,5 +1,4 @@
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -78,7 +77,7 @@ def test_last_item_not_dropped_and_multihot() -> None:
     assert m["map_all_shuffled"] == pytest.approx(1 / 3)
 
 
-def test_shuffled_equals_tie_aware_without_ties_and_speed() -> None:
+def test_shuffled_equals_tie_aware_without_ties() -> None:
     rng = np.random.default_rng(0)
     nq, ndb, k = 1000, 69000, 64
     centres = rng.random((10, k)) < 0.5
@@ -88,10 +87,7 @@ def test_shuffled_equals_tie_aware_without_ties_and_speed() -> None:
         return pack_bits(centres[lab] ^ (rng.random((len(lab), k)) < 0.2))
 
     qc, dc = codes(ql), codes(dl)
-    t0 = time.perf_counter()
     m = evaluate_codes(qc, ql, dc, dl, n_bits=k, seed=0)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 15.0  # a few seconds on an idle 2-core box
     assert m["map_all_tie_aware"] == pytest.approx(m["map_all_shuffled"], abs=5e-3)
     assert 0.5 < m["map_all_tie_aware"] <= m["map_1000_tie_aware"] <= 1.0
 
@@ -103,4 +99,8 @@ def test_precision_recall_curves() -> None:
     codes = pack_bits(bits)
     pr = precision_recall_curves(codes[:5], labels[:5], codes, labels, n_bits=16)
     assert len(pr["precision"]) == 17 and pr["recall"][-1] == pytest.approx(1.0)
-    assert all(0 <= p <= 1 for p in pr["precision_at_n"])
+    # N >= the database and radius K both take every item: precision = the relevant fraction
+    relevant = np.mean([(labels == labels[q]).mean() for q in range(5)])
+    assert pr["top_n"][-1] >= 30
+    assert pr["precision_at_n"][-1] == pytest.approx(relevant)
+    assert pr["precision"][-1] == pytest.approx(relevant)
