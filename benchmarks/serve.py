@@ -60,17 +60,6 @@ def make_codes(n: int, n_bits: int, n_queries: int, seed: int) -> tuple[np.ndarr
     return codes[:n], codes[n:]
 
 
-def write_codes(root: Path, codes: np.ndarray, n_bits: int) -> str:
-    """``codes`` (ids 0..n-1, split ``database``) as a code set under ``root/codes``."""
-    from indexer.codes import write_code_set
-
-    return write_code_set(
-        str(root / "codes"), np.arange(len(codes), dtype=np.int64), codes, n_bits,
-        splits=["database"] * len(codes), encode_info={"checkpoint": None},
-        rows_per_part=250_000,
-    )  # fmt: skip
-
-
 def ground_truth(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """True k-th Hamming distance of each query (brute force, IndexBinaryFlat)."""
     import faiss
@@ -187,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     from indexer.build import build
+    from indexer.codes import write_code_set
     from indexer.manifest import read_manifest
     from indexer.shards import load_shard, search_shards
     from serving.app import start_server, stop_server
@@ -201,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("codes + ground truth in %.1fs", time.perf_counter() - t0)
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        codes_dir = write_codes(work, db, args.bits)
+        codes_dir = write_code_set(
+            str(work / "codes"), np.arange(len(db), dtype=np.int64), db, args.bits,
+            splits=["database"] * len(db), encode_info={"checkpoint": None},
+            rows_per_part=250_000,
+        )  # fmt: skip
         index_dir = str(work / "index")
         t0 = time.perf_counter()
         manifest = build(
