@@ -4,23 +4,58 @@ one ``_build/shard-NNNNN.json`` completion marker per finished shard.
 The build key is a sha256 over the input codes (ids and code bytes) and every configuration field
 that changes the output. A rerun with the same key reuses the quantizer and every shard whose
 marker matches the key and whose files still have the recorded sha256; everything else is built.
+Both files are :class:`BuildState` / :class:`ShardMarker` dataclasses on the shared serialiser
+(:mod:`odh_core.formats`); an unreadable or malformed one counts as absent (the work is redone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from indexer import storage
+from odh_core import formats
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "_build"
 STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """``_build/state.json``: the build key and the sha256 of the quantizer trained for it."""
+
+    key: str
+    quantizer_sha256: str
+
+    __json_source__: ClassVar[str] = f"{STATE_DIR}/{STATE_FILE}"
+
+
+@dataclass(frozen=True)
+class ShardMarker:
+    """``_build/shard-NNNNN.json``: shard ``shard`` was finished by the build with ``key``."""
+
+    key: str
+    shard: int
+    file: str
+    sha256: str
+    meta_file: str
+    meta_sha256: str
+    ntotal: int
+    bytes: int = 0
+    meta_bytes: int = 0
+
+    __json_source__: ClassVar[str] = f"{STATE_DIR}/shard marker"
+
+
+_MARKER_FIELDS = tuple(f.name for f in dataclasses.fields(ShardMarker))
 
 
 def build_key(ids: np.ndarray, codes: np.ndarray, n_bits: int, config: dict[str, Any]) -> str:
@@ -40,17 +75,22 @@ def marker_uri(output: str, shard: int) -> str:
     return storage.join(output, STATE_DIR, f"shard-{shard:05d}.json")
 
 
-def read_state(output: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+def read_state(output: str, storage_options: dict[str, Any] | None) -> BuildState | None:
     """The saved state, or None when absent or unreadable."""
+    uri = _state_uri(output)
     try:
-        state = storage.read_json(_state_uri(output), storage_options)
+        return formats.from_json(BuildState, storage.read_json(uri, storage_options), uri)
     except (FileNotFoundError, ValueError):
         return None
-    return state if isinstance(state, dict) else None
 
 
-def write_state(output: str, state: dict[str, Any], storage_options: dict[str, Any] | None) -> None:
-    storage.write_json_atomic(_state_uri(output), state, storage_options)
+def write_state(
+    output: str, state: BuildState | dict[str, Any], storage_options: dict[str, Any] | None
+) -> None:
+    """Write ``_build/state.json`` (``state``: a BuildState or its fields as a dict)."""
+    if not isinstance(state, BuildState):
+        state = formats.from_json(BuildState, state, "write_state")
+    storage.write_json_atomic(_state_uri(output), formats.to_json(state), storage_options)
 
 
 def write_marker(
@@ -60,8 +100,11 @@ def write_marker(
     entry: dict[str, Any],
     storage_options: dict[str, Any] | None,
 ) -> None:
-    """Record a finished shard (called by the shard task after its files are written)."""
-    storage.write_json_atomic(marker_uri(output, shard), {"key": key, **entry}, storage_options)
+    """Record a finished shard (called by the shard task after its files are written);
+    ``entry`` holds the ShardMarker fields (extra keys are not recorded)."""
+    fields = {k: v for k, v in entry.items() if k in _MARKER_FIELDS}
+    marker = formats.from_json(ShardMarker, {**fields, "key": key, "shard": shard}, "write_marker")
+    storage.write_json_atomic(marker_uri(output, shard), formats.to_json(marker), storage_options)
 
 
 def _file_ok(uri: str, sha256: str, storage_options: dict[str, Any] | None) -> bool:
@@ -78,23 +121,21 @@ def finished_shard(
 ) -> dict[str, Any] | None:
     """The marker's entry when shard ``shard`` was finished by a build with ``key`` and its
     files are intact; otherwise None."""
+    uri = marker_uri(output, shard)
     try:
-        marker = storage.read_json(marker_uri(output, shard), storage_options)
+        marker = formats.from_json(ShardMarker, storage.read_json(uri, storage_options), uri)
     except (FileNotFoundError, ValueError):
         return None
-    if not isinstance(marker, dict) or marker.get("key") != key:
+    if marker.key != key or marker.shard != shard:
         return None
-    try:
-        files = (
-            (storage.join(output, marker["file"]), marker["sha256"]),
-            (storage.join(output, marker["meta_file"]), marker["meta_sha256"]),
-        )
-    except KeyError:
-        return None
+    files = (
+        (storage.join(output, marker.file), marker.sha256),
+        (storage.join(output, marker.meta_file), marker.meta_sha256),
+    )
     if not all(_file_ok(uri, sha, storage_options) for uri, sha in files):
         logger.warning("build: shard %d marker found but its files changed; rebuilding", shard)
         return None
-    return {k: v for k, v in marker.items() if k != "key"}
+    return {k: v for k, v in formats.to_json(marker).items() if k != "key"}
 
 
 def quantizer_ok(
@@ -102,11 +143,10 @@ def quantizer_ok(
 ) -> str | None:
     """sha256 of the saved quantizer when the state matches ``key`` and the file is intact."""
     state = read_state(output, storage_options)
-    if state is None or state.get("key") != key:
+    if state is None or state.key != key:
         return None
-    sha = state.get("quantizer_sha256")
-    if isinstance(sha, str) and _file_ok(storage.join(output, file), sha, storage_options):
-        return sha
+    if _file_ok(storage.join(output, file), state.quantizer_sha256, storage_options):
+        return state.quantizer_sha256
     return None
 
 
