@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from indexer import storage
 from odh_core import formats
 from odh_core.images import DEFAULT_IMAGE_LIMITS, decode_image
+from odh_core.labels import labels_to_multihot
 
 logger = logging.getLogger(__name__)
 
@@ -306,9 +307,7 @@ def read_image_set(
 
 def label_column_to_multihot(labels: pa.ChunkedArray | pa.Array, n_classes: int) -> np.ndarray:
     """The ``label`` list<int32> column → ``bool[n, n_classes]`` (null: no label) with
-    :func:`odh_core.data.labels_to_multihot`; out-of-range labels raise ValueError."""
-    from odh_core.data import labels_to_multihot
-
+    :func:`odh_core.labels.labels_to_multihot`; out-of-range labels raise ValueError."""
     if isinstance(labels, pa.ChunkedArray):
         labels = labels.combine_chunks() if labels.num_chunks else pa.array([], labels.type)
     rows = labels.to_numpy(zero_copy_only=False)  # object array: int arrays, None for nulls

@@ -31,8 +31,9 @@ def clustered_codes(n: int, n_bits: int, n_centres: int, flip: float, seed: int)
     """``uint8[n, n_bits/8]`` codes around ``n_centres`` random centres, each bit flipped with
     probability ``flip``.
 
-    Draw database and query codes around the same centres with one call and a slice
-    (``codes[:n_db]``, ``codes[n_db:]``); two calls with one seed repeat the same codes.
+    The seed fixes the centres first, so calls with one seed share centres (and with the same
+    ``n`` give the same codes); database and query codes are best drawn in one call and sliced
+    (``codes[:n_db]``, ``codes[n_db:]``).
     """
     n_bits = check_n_bits(n_bits, "n_bits")
     if n < 0:

@@ -1,11 +1,11 @@
-"""``odh_core.data.labels_to_multihot``: the one label conversion (class ids, multi-hot, lists)."""
+"""``odh_core.labels.labels_to_multihot``: the one label conversion (ids, multi-hot, lists)."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from indexer.imageset import label_column_to_multihot
-from odh_core.data import labels_to_multihot
+from odh_core.labels import labels_to_multihot
 
 
 def test_class_ids_multihot_and_label_lists_agree() -> None:
