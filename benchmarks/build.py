@@ -235,7 +235,7 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
 
     from indexer.converters.fashion_mnist import CLASS_NAMES, _find, fashion_mnist_source, read_idx
     from indexer.converters.png import encode_pngs
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, write_image_set
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
     from odh_core.models import create_encoder
@@ -264,10 +264,10 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
     )  # fmt: skip
     rows = []
     for actors in args.encode_actors:
-        summary = encode(
+        summary = encode(EncodeConfig(
             image_set, ckpt, str(workdir / f"codes-{actors}"), batch_size=256,
             concurrency=actors, num_cpus=0.5,
-        )  # fmt: skip
+        ))  # fmt: skip
         rows.append(
             {
                 "images": n,

@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # FAISS threads: the machine's cores split over the groups, as in-process FAISS
                 # uses every core (OpenMP default) for its batches.
                 num_threads=max(1, (os.cpu_count() or 2) // groups),
-                extra_args={"searcher_cpus": min(searcher_cpus, 1.0)},
+                searcher_cpus=min(searcher_cpus, 1.0),
                 app_name="odh-bench",
             )
             try:
