@@ -22,15 +22,18 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks._machine import command_line, machine_info
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -227,22 +230,34 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Config:
+    """Query latency and throughput: in-process FAISS against the Serve application."""
+
+    n: int = option(1_000_000, help="indexed codes")
+    bits: int = option(64, help="code length")
+    shards: int = option(4, help="index shards")
+    nlist: int = option(1024, help="IVF lists")
+    queries: int = option(2048, help="held-out query codes")
+    singles: int = option(300, help="single queries per config")
+    batch: int = option(256, help="queries per batch request")
+    budget_s: float = option(30.0, help="seconds per measurement")
+    recall: float = option(0.95, help="recall@10 target of the nprobe sweep")
+    seed: int = option(0, help="seed of the synthetic codes")
+    port: int = option(8765, help="HTTP port of the served application")
+    workdir: str | None = option(None, help="scratch directory (default: a temporary directory)")
+    output: str = option(str(Path(__file__).parent / "results"), help="results directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="odh bench serve", description=__doc__)
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--bits", type=int, default=64)
-    parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--queries", type=int, default=2048, help="held-out query codes")
-    parser.add_argument("--singles", type=int, default=300, help="single queries per config")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--budget-s", type=float, default=30.0, help="seconds per measurement")
-    parser.add_argument("--recall", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--workdir", default=None, help="default: a temporary directory")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+    from cluster.cli_config import parse_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_config(Config, argv, prog="python -m benchmarks.serve", description=__doc__))
+
+
+def run(config: Config) -> int:
+    args = argparse.Namespace(**asdict(config))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     import ray
