@@ -99,7 +99,12 @@ COMMANDS: tuple[Command, ...] = (
         ("train",),
         "train a hashing encoder with Ray Train",
         train.cmd_train,
-        ("indexer.training:TrainJobConfig", "odh_core.config:TrainConfig", _RUNTIME),
+        (
+            "indexer.training:TrainJobConfig",
+            "odh_core.config:TrainConfig",
+            "odh_core.config:TrainRunConfig",
+            _RUNTIME,
+        ),
     ),
     Command(
         ("encode",),

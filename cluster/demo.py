@@ -132,12 +132,11 @@ def run_demo(
             )
         with ray_runtime(runtime):
             with timings.stage("train"):
-                from indexer.training import TrainJobConfig, train_encoder
+                from indexer.training import train_encoder
 
-                job = TrainJobConfig(
-                    image_set=str(paths["images"]), output=_fresh(paths["encoder"])
+                checkpoint = train_encoder(
+                    str(paths["images"]), config.train_config(), _fresh(paths["encoder"])
                 )
-                checkpoint = train_encoder(job, config.train_config())
             with timings.stage("encode"):
                 from indexer.encode import EncodeConfig, encode
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from odh_core.config import TrainConfig
+from odh_core.config import TrainConfig, TrainRunConfig
 from odh_core.options import option
 
 if TYPE_CHECKING:
@@ -26,27 +26,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainJobConfig:
-    """Where a training job reads and writes, and how Ray Train runs it."""
+    """Where `odh train` reads the images and writes the checkpoint."""
 
     image_set: str = option(help="image set (its protocol's train split is used)", flag="--images")
     output: str = option(help="checkpoint directory")
-    workers: int = option(1, help="Ray Train workers (DDP: gloo on CPU, nccl on GPU)")
-    use_gpu: bool = option(False, help="one GPU per Ray Train worker", flag="--gpu")
-    resume: bool = option(
-        False, help="continue the latest run in --output from its last per-epoch checkpoint"
-    )
-    max_failures: int = option(
-        2, help="worker-group restarts from the last checkpoint after a worker failure"
-    )
 
     def __post_init__(self) -> None:
         for name in ("image_set", "output"):
             if not getattr(self, name):
                 raise ValueError(f"TrainJobConfig.{name} is required")
-        if self.workers < 1:
-            raise ValueError(f"TrainJobConfig.workers must be >= 1, got {self.workers}")
-        if self.max_failures < -1:
-            raise ValueError(f"TrainJobConfig.max_failures must be >= -1, got {self.max_failures}")
 
 
 def train_splits(info: DatasetInfo) -> list[str]:
@@ -69,31 +57,32 @@ def load_train_split(
 
 
 def train_encoder(
-    job: TrainJobConfig,
-    config: TrainConfig | None = None,
+    image_set: str,
+    config: TrainConfig,
+    output: str,
+    run: TrainRunConfig | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
 ) -> str:
-    """Train an encoder on ``job.image_set``'s training split; returns the checkpoint path.
-
-    Ray must already be initialised. ``config`` defaults to ``TrainConfig()``.
-    """
+    """Train an encoder on ``image_set``'s training split into ``output``; returns the checkpoint
+    path. Ray must already be initialised; ``run`` (workers, GPUs, resume, restarts) defaults to
+    ``TrainRunConfig()``."""
     from odh_core.train import train_encoder as train_arrays
 
-    if not isinstance(job, TrainJobConfig):
-        raise TypeError(f"train_encoder: job must be a TrainJobConfig, got {type(job).__name__}")
-    config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train_encoder: config must be a TrainConfig, got {type(config).__name__}")
-    images, labels = load_train_split(job.image_set, storage_options)
-    logger.info("training %s on %d images of %s", config.method, len(images), job.image_set)
+    run = TrainRunConfig() if run is None else run
+    if not isinstance(run, TrainRunConfig):
+        raise TypeError(f"train_encoder: run must be a TrainRunConfig, got {type(run).__name__}")
+    images, labels = load_train_split(image_set, storage_options)
+    logger.info("training %s on %d images of %s", config.method, len(images), image_set)
     return train_arrays(
         images,
         labels,
         config,
-        job.output,
-        workers=job.workers,
-        use_gpu=job.use_gpu,
-        resume=job.resume,
-        max_failures=job.max_failures,
+        output,
+        workers=run.workers,
+        use_gpu=run.use_gpu,
+        resume=run.resume,
+        max_failures=run.max_failures,
     )

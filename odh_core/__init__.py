@@ -12,6 +12,7 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "Encoder": "odh_core.encoder",
     "TrainConfig": "odh_core.config",
+    "TrainRunConfig": "odh_core.config",
     "check_n_bits": "odh_core.packing",
     "create_encoder": "odh_core.models",
     "evaluate_codes": "odh_core.metrics",

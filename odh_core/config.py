@@ -18,6 +18,7 @@ __all__ = [
     "METHODS",
     "MODES",
     "TrainConfig",
+    "TrainRunConfig",
     "list_centres",
     "list_methods",
     "list_modes",
@@ -164,3 +165,23 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """How Ray Train runs a training: workers, GPUs, resume and restarts."""
+
+    workers: int = option(1, help="Ray Train workers (DDP: gloo on CPU, nccl on GPU)")
+    use_gpu: bool = option(False, help="one GPU per Ray Train worker", flag="--gpu")
+    resume: bool = option(
+        False, help="continue the latest run in --output from its last per-epoch checkpoint"
+    )
+    max_failures: int = option(
+        2, help="worker-group restarts from the last checkpoint after a worker failure"
+    )
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"TrainRunConfig.workers must be >= 1, got {self.workers}")
+        if self.max_failures < -1:
+            raise ValueError(f"TrainRunConfig.max_failures must be >= -1, got {self.max_failures}")

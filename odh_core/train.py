@@ -7,9 +7,19 @@ import logging
 
 import numpy as np
 
-from odh_core.config import CENTRES, METHODS, MODES, TrainConfig
+from odh_core.config import CENTRES, METHODS, MODES, TrainConfig, TrainRunConfig
 
-__all__ = ["CENTRES", "METHODS", "MODES", "TrainConfig", "check_arrays", "train_encoder"]
+__all__ = [
+    "CENTRES",
+    "METHODS",
+    "MODES",
+    "TrainConfig",
+    "TrainRunConfig",
+    "check_arrays",
+    "train_encoder",
+]
+
+_RUN = TrainRunConfig()  # the defaults of the keyword arguments below
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +49,10 @@ def train_encoder(
     config: TrainConfig,
     output_dir: str,
     *,
-    workers: int = 1,
-    use_gpu: bool = False,
-    resume: bool = False,
-    max_failures: int = 2,
+    workers: int = _RUN.workers,
+    use_gpu: bool = _RUN.use_gpu,
+    resume: bool = _RUN.resume,
+    max_failures: int = _RUN.max_failures,
 ) -> str:
     """Train an encoder with Ray Train (``TorchTrainer``, DDP when workers > 1).
 
@@ -56,10 +66,7 @@ def train_encoder(
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if max_failures < -1:
-        raise ValueError(f"max_failures must be >= -1, got {max_failures}")
+    TrainRunConfig(workers, use_gpu, resume, max_failures)  # validates, naming the field
     check_arrays(images, labels)
     return run_ray_training(
         images,

@@ -127,7 +127,7 @@ class ServeConfig:
                     value = hints[base](value)
                 except (TypeError, ValueError) as exc:
                     raise ValueError(
-                        f"build_app: {f.name} must be a {base}, got {value!r}"
+                        f"build_app: {f.name} must be of type {base}, got {value!r}"
                     ) from exc
             values[f.name] = value
         try:

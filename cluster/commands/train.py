@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cluster.runtime import RuntimeConfig
     from indexer.training import TrainJobConfig
-    from odh_core.config import TrainConfig
+    from odh_core.config import TrainConfig, TrainRunConfig
 
 logger = logging.getLogger("odh")
 
 
-def cmd_train(job: TrainJobConfig, config: TrainConfig, runtime: RuntimeConfig) -> int:
+def cmd_train(
+    job: TrainJobConfig, config: TrainConfig, run: TrainRunConfig, runtime: RuntimeConfig
+) -> int:
     from cluster.runtime import ray_runtime
     from indexer.training import train_encoder
 
     with ray_runtime(runtime):
-        checkpoint = train_encoder(job, config)
+        checkpoint = train_encoder(job.image_set, config, job.output, run)
     logger.info("encoder checkpoint: %s", checkpoint)
     return 0

@@ -81,10 +81,12 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.n_classes < 2:
-            raise ValueError(f"SyntheticConfig.n_classes must be >= 2, got {self.n_classes}")
-        if self.per_class < 1:
-            raise ValueError(f"SyntheticConfig.per_class must be >= 1, got {self.per_class}")
+        if self.n_classes < 1:
+            raise ValueError(f"SyntheticConfig.n_classes must be >= 1, got {self.n_classes}")
+        if self.per_class < 2:
+            raise ValueError(f"SyntheticConfig.per_class must be >= 2, got {self.per_class}")
+        if self.image_size < 4:
+            raise ValueError(f"SyntheticConfig.image_size must be >= 4, got {self.image_size}")
 
 
 @dataclass(frozen=True)

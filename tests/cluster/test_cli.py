@@ -97,11 +97,11 @@ def test_flags_become_configs() -> None:
     from indexer.build import BuildConfig
     from odh_core.config import TrainConfig
 
-    _, (job, train, runtime), _ = parse_command(
+    _, (job, train, run, runtime), _ = parse_command(
         ["train", "--images", "i", "--output", "o", "--bits", "32", "--full-precision",
          "--threads", "3", "--stage1-epochs", "5", "--gpu", "--num-cpus", "2"]
     )  # fmt: skip
-    assert (job.image_set, job.output, job.use_gpu, job.workers) == ("i", "o", True, 1)
+    assert (job.image_set, job.output, run.use_gpu, run.workers) == ("i", "o", True, 1)
     assert train == TrainConfig(n_bits=32, binary=False, num_threads=3, transition_epoch=5)
     assert runtime.num_cpus == 2
     _, (target, build, _), _ = parse_command(
