@@ -22,7 +22,7 @@ def test_dict_args_become_a_config_with_derived_defaults() -> None:
         ({"groups": 2}, "'index'"),
         ({"index": "/x", "placement": "everywhere"}, "placement"),
         ({"index": "/x", "timeout_s": 0}, "timeout_s"),
-        ({"index": "/x", "groups": "two"}, "groups must be a int"),
+        ({"index": "/x", "groups": "two"}, "groups must be of type int"),
         ({"index": "/x", "num_threads": 0}, "num_threads"),
     ],
 )
