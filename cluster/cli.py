@@ -214,7 +214,7 @@ def _build(
         else:
             target = sub
         p = target.add_parser(command.path[-1], help=command.help, description=command.help)
-        p.set_defaults(_command=command)
+        p.set_defaults(odh_command=command)
         parsers[command.path] = p
         if not _wanted(command, select):
             continue  # only listed; its configs are imported when it is selected
@@ -259,7 +259,7 @@ def parse_command(argv: Sequence[str]) -> tuple[Command, list[Any], argparse.Nam
     """Parse a command line into its command, its configs (validated) and the namespace."""
     argv = list(argv)
     args = build_parser(_select(argv)).parse_args(argv)
-    command: Command = args._command
+    command: Command = args.odh_command
     configs = [
         config_from_namespace(config_class(name), args, prefix=_prefix(i))
         for i, name in enumerate(command.configs)
