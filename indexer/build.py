@@ -63,21 +63,23 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if self.n_shards < 1:
-            raise ValueError(f"n_shards must be >= 1, got {self.n_shards}")
+            raise ValueError(f"BuildConfig.n_shards must be >= 1, got {self.n_shards}")
         if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
+            raise ValueError(f"BuildConfig.nlist must be >= 1, got {self.nlist}")
         if self.train_size < 1:
-            raise ValueError(f"train_size must be >= 1, got {self.train_size}")
+            raise ValueError(f"BuildConfig.train_size must be >= 1, got {self.train_size}")
         if self.niter < 1:
-            raise ValueError(f"niter must be >= 1, got {self.niter}")
+            raise ValueError(f"BuildConfig.niter must be >= 1, got {self.niter}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+            raise ValueError(
+                f"BuildConfig.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}"
+            )
         if self.hnsw_m < 2:
-            raise ValueError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
+            raise ValueError(f"BuildConfig.hnsw_m must be >= 2, got {self.hnsw_m}")
         if not self.task_num_cpus > 0:
-            raise ValueError(f"task_num_cpus must be > 0, got {self.task_num_cpus}")
+            raise ValueError(f"BuildConfig.task_num_cpus must be > 0, got {self.task_num_cpus}")
         if self.faiss_threads < 1:
-            raise ValueError(f"faiss_threads must be >= 1, got {self.faiss_threads}")
+            raise ValueError(f"BuildConfig.faiss_threads must be >= 1, got {self.faiss_threads}")
 
 
 def meta_table(table: pa.Table) -> pa.Table:

@@ -180,8 +180,7 @@ def _fake_benchmark(ran: list) -> types.ModuleType:
 def test_bench_finds_benchmarks_by_entry_point(monkeypatch, capsys) -> None:
     ran: list = []
     module = _fake_benchmark(ran)
-    sys.modules["fake_bench"] = module
-    monkeypatch.setattr(sys, "modules", {**sys.modules, "fake_bench": module})
+    monkeypatch.setitem(sys.modules, "fake_bench", module)
     ep = metadata.EntryPoint(name="fake", value="fake_bench", group="odh.benchmarks")
 
     def entry_points(*, group: str):
