@@ -59,3 +59,42 @@ def test_configs_are_frozen_and_validated() -> None:
         SyntheticConfig(output="x", per_class=1)
     with pytest.raises(ValueError, match="quantizer"):
         BuildConfig(quantizer="ivfpq")
+
+
+def _converter_pairs():
+    from indexer.converters import (
+        Cifar10Config,
+        FashionMnistConfig,
+        FolderConfig,
+        ParquetConfig,
+    )
+    from indexer.converters.cifar10 import convert_cifar10
+    from indexer.converters.fashion_mnist import convert_fashion_mnist
+    from indexer.converters.folder import convert_folder
+    from indexer.converters.parquet_source import ColumnMapping, convert_parquet
+    from indexer.converters.synthetic import make_synthetic
+
+    return [
+        (FashionMnistConfig, convert_fashion_mnist, {}),
+        (SyntheticConfig, make_synthetic, {}),
+        (Cifar10Config, convert_cifar10, {}),
+        (FolderConfig, convert_folder, {}),
+        (ParquetConfig, convert_parquet, {
+            f"{f.name}_col": f.default for f in dataclasses.fields(ColumnMapping)
+        }),
+    ]  # fmt: skip
+
+
+def test_converter_defaults_are_their_configs_defaults() -> None:
+    """The converter functions keep keyword defaults; they must equal the configs' (no drift)."""
+    import inspect
+
+    for cls, func, extra in _converter_pairs():
+        params = inspect.signature(func).parameters
+        for f in dataclasses.fields(cls):
+            if f.default is dataclasses.MISSING:
+                continue
+            if f.name in extra:
+                assert extra[f.name] == f.default, (cls.__name__, f.name)
+            elif f.name in params and params[f.name].default is not inspect.Parameter.empty:
+                assert params[f.name].default == f.default, (cls.__name__, f.name)
