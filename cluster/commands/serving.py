@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from odh_core.options import option
+from serving.config import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from cluster.runtime import RuntimeConfig
@@ -23,7 +24,7 @@ logger = logging.getLogger("odh")
 class QueryConfig:
     """One search request to a running server: by image files, codes or indexed ids."""
 
-    url: str = option("http://127.0.0.1:8000", help="base URL of the query API")
+    url: str = option(f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="base URL of the query API")
     image: tuple[str, ...] | None = option(None, help="image files")
     code: tuple[str, ...] | None = option(None, help="codes as hex strings")
     id: tuple[int, ...] | None = option(None, help="indexed ids")
