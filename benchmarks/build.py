@@ -417,3 +417,7 @@ def run(config: Config) -> int:
     (out / "build.md").write_text(_markdown(result))
     logger.info("wrote %s and %s", out / "build.json", out / "build.md")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

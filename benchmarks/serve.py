@@ -419,3 +419,7 @@ def run(config: Config) -> int:
     plot_png(rows, out / "serve_latency.png")
     logger.info("results written to %s", out)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
