@@ -15,16 +15,19 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks._machine import command_line, machine_info
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +194,7 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
         read_fashion_mnist,
     )
     from indexer.converters.png import encode_pngs
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, write_image_set
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
     from odh_core.models import create_encoder
@@ -220,10 +223,10 @@ def bench_encode(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
     )  # fmt: skip
     rows = []
     for actors in args.encode_actors:
-        summary = encode(
+        summary = encode(EncodeConfig(
             image_set, ckpt, str(workdir / f"codes-{actors}"), batch_size=256,
             concurrency=actors, num_cpus=0.5,
-        )  # fmt: skip
+        ))  # fmt: skip
         rows.append(
             {
                 "images": n,
@@ -307,21 +310,33 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Config:
+    """Build and encode throughput on clustered synthetic codes."""
+
+    sizes: tuple[int, ...] = option((1_000_000, 10_000_000), help="index sizes (codes)")
+    bits: tuple[int, ...] = option((64, 128), help="code lengths")
+    nlist: int = option(1024, help="IVF lists")
+    shards: int = option(4, help="index shards")
+    train_size: int = option(100_000, help="quantizer training sample")
+    centres: int = option(4096, help="clusters of the synthetic codes")
+    flip: float = option(0.05, help="bit-flip probability around a centre")
+    encode_images: int = option(10_000, help="images of the encode measurement (0 skips it)")
+    encode_actors: tuple[int, ...] = option((1,), help="encoder actor counts to measure")
+    num_cpus: int | None = option(None, help="embedded Ray cluster CPUs")
+    workdir: str | None = option(None, help="scratch directory (default: a temp dir)")
+    output_dir: str = option(str(RESULTS), help="where build.json and build.md go")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="odh bench build", description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000])
-    parser.add_argument("--bits", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--train-size", type=int, default=100_000)
-    parser.add_argument("--centres", type=int, default=4096)
-    parser.add_argument("--flip", type=float, default=0.05)
-    parser.add_argument("--encode-images", type=int, default=10_000, help="0 skips encode")
-    parser.add_argument("--encode-actors", type=int, nargs="+", default=[1])
-    parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray cluster CPUs")
-    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
-    parser.add_argument("--output-dir", default=str(RESULTS))
-    args = parser.parse_args(argv)
+    from cluster.cli_config import parse_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_config(Config, argv, prog="python -m benchmarks.build", description=__doc__))
+
+
+def run(config: Config) -> int:
+    args = argparse.Namespace(**asdict(config))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     import faiss  # noqa: F401  (recorded by machine_info)
@@ -358,3 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "build.md").write_text(_markdown(result))
     logger.info("wrote %s and %s", out / "build.json", out / "build.md")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

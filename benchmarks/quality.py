@@ -17,27 +17,31 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 if __package__ in (None, ""):  # `python3 benchmarks/quality.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._machine import command_line, machine_info
+from benchmarks._machine import machine_info
 from benchmarks._quality_data import load_fmnist1, upsample_uint8
 from benchmarks._quality_grid import PROTOCOL, RunSpec, grid
 from benchmarks._quality_report import backbone_stats, write_report
 from benchmarks._quality_run import encode, run_all, run_one
+from odh_core.options import option
 
 __all__ = [
     "DEFAULT_SOURCE",
     "PROTOCOL",
     "RESULTS_DIR",
+    "Config",
     "RunSpec",
     "backbone_stats",
     "encode",
     "grid",
     "load_fmnist1",
     "main",
+    "run",
     "run_one",
     "upsample_uint8",
     "write_report",
@@ -49,47 +53,47 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
 
 
-def _command(argv: list[str]) -> str:
-    """How this benchmark was invoked (``odh bench quality …`` or ``python3 -m …``)."""
-    if sys.argv[1:] == argv and sys.argv and sys.argv[0].endswith("odh"):
-        return command_line()
-    return shlex.join(["python3", "-m", "benchmarks.quality", *argv])
+@dataclass(frozen=True)
+class Config:
+    """Retrieval quality of the training grid on Fashion-MNIST (fmnist-1)."""
 
-
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="odh bench quality", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--runs", default="cpu", help="grid: smoke, cpu, core, ablations, full, resnet18"
+    runs: str = option("cpu", help="grid: smoke, cpu, core, ablations, full, resnet18")
+    device: str | None = option(None, help="cpu or cuda (default: cuda when visible)")
+    no_ray: bool = option(False, help="train in-process (no Ray/FAISS import)")
+    model: str | None = option(None, help="backbone (default resnet_small; resnet18 grid)")
+    source: str | None = option(
+        None,
+        help=f"Fashion-MNIST IDX directory (default: $ODH_FASHION_MNIST, else {DEFAULT_SOURCE})",
     )
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--no-ray", action="store_true", help="train in-process (no Ray/FAISS import)")
-    p.add_argument("--model", default=None, help="backbone (default resnet_small; resnet18 grid)")
-    p.add_argument("--source", default=os.environ.get("ODH_FASHION_MNIST", DEFAULT_SOURCE))
-    p.add_argument("--epochs", default=None, help="warm-up,stage1,stage2 (default per device)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--output", default=RESULTS_DIR)
-    p.add_argument("--name", default="quality", help="result file stem")
-    p.add_argument("--append", action="store_true", help="add to an existing <name>.json")
-    p.add_argument("--query-per-class", type=int, default=100)
-    p.add_argument("--train-per-class", type=int, default=500)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N runs of the grid")
-    p.add_argument(
-        "--parallel",
-        type=int,
-        default=None,
-        help="concurrent runs sharing the device (default: 6 on cuda with --no-ray, else 1)",
+    epochs: str | None = option(None, help="warm-up,stage1,stage2 (default per device)")
+    batch_size: int = option(128, help="training batch size")
+    threads: int | None = option(None, help="torch CPU threads")
+    output: str = option(RESULTS_DIR, help="results directory")
+    name: str = option("quality", help="result file stem")
+    append: bool = option(False, help="add to an existing <name>.json")
+    query_per_class: int = option(100, help="query images per class")
+    train_per_class: int = option(500, help="training images per class")
+    limit: int | None = option(None, help="use only the first N runs of the grid")
+    parallel: int | None = option(
+        None, help="concurrent runs sharing the device (default: 6 on cuda with --no-ray, else 1)"
     )
-    args = p.parse_args(list(argv))
-    if args.model is None:
-        args.model = "resnet18" if args.runs == "resnet18" else "resnet_small"
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cluster.cli_config import parse_config
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    return run(parse_config(Config, argv, prog="python -m benchmarks.quality"))
+
+
+def run(config: Config) -> int:
+    from cluster.cli_config import config_argv
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = _parse(argv)
+    args = argparse.Namespace(**asdict(config))
+    if args.model is None:
+        args.model = "resnet18" if args.runs == "resnet18" else "resnet_small"
+    args.source = args.source or os.environ.get("ODH_FASHION_MNIST", DEFAULT_SOURCE)
     import torch
 
     if args.device is None:
@@ -120,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.epochs = tuple(int(v) for v in str(args.epochs).split(","))
     if len(args.epochs) != 3:
         raise SystemExit("--epochs must be warm-up,stage1,stage2")
-    args.command = _command(argv)
+    args.command = shlex.join(["odh", "bench", "quality", *config_argv(config)])
     specs = grid(args.runs)[: args.limit]
     if args.parallel > 1 and not args.no_ray:
         raise SystemExit("--parallel > 1 needs --no-ray (Ray Train runs one trainer at a time)")

@@ -22,9 +22,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import numpy as np
 
 from benchmarks._machine import command_line, machine_info
 from benchmarks.plots import latency_bars
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -155,22 +158,34 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Config:
+    """Query latency and throughput: in-process FAISS against the Serve application."""
+
+    n: int = option(1_000_000, help="indexed codes")
+    bits: int = option(64, help="code length")
+    shards: int = option(4, help="index shards")
+    nlist: int = option(1024, help="IVF lists")
+    queries: int = option(2048, help="held-out query codes")
+    singles: int = option(300, help="single queries per config")
+    batch: int = option(256, help="queries per batch request")
+    budget_s: float = option(30.0, help="seconds per measurement")
+    recall: float = option(0.95, help="recall@10 target of the nprobe sweep")
+    seed: int = option(0, help="seed of the synthetic codes")
+    port: int = option(8765, help="HTTP port of the served application")
+    workdir: str | None = option(None, help="scratch directory (default: a temporary directory)")
+    output: str = option(str(Path(__file__).parent / "results"), help="results directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="odh bench serve", description=__doc__)
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--bits", type=int, default=64)
-    parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--queries", type=int, default=2048, help="held-out query codes")
-    parser.add_argument("--singles", type=int, default=300, help="single queries per config")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--budget-s", type=float, default=30.0, help="seconds per measurement")
-    parser.add_argument("--recall", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--workdir", default=None, help="default: a temporary directory")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+    from cluster.cli_config import parse_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_config(Config, argv, prog="python -m benchmarks.serve", description=__doc__))
+
+
+def run(config: Config) -> int:
+    args = argparse.Namespace(**asdict(config))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     import ray
@@ -253,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # FAISS threads: the machine's cores split over the groups, as in-process FAISS
                 # uses every core (OpenMP default) for its batches.
                 num_threads=max(1, (os.cpu_count() or 2) // groups),
-                extra_args={"searcher_cpus": min(searcher_cpus, 1.0)},
+                searcher_cpus=min(searcher_cpus, 1.0),
                 app_name="odh-bench",
             )
             try:
@@ -337,3 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     latency_bars(rows, str(out / "serve_latency.png"))
     logger.info("results written to %s", out)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

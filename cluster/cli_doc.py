@@ -1,32 +1,18 @@
-"""Render the `odh` CLI reference (docs/cli.md) from the argparse parser, so it never drifts.
+"""Render the `odh` CLI reference (docs/cli.md) from the command table, so it never drifts.
 
 ``python -m cluster.cli_doc > docs/cli.md`` regenerates it; a test checks the committed file.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from cluster.cli import build_parser
+from cluster.cli import COMMANDS, GROUPS, build_parser, command_parsers
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:  # argparse has no public accessor for subparsers
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def _walk(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
-    parts: list[str] = []
-    children = _subparsers(parser)
-    if not children or prefix == "odh":
-        parts += [f"## `{prefix}`", "", "```text", parser.format_help().rstrip(), "```", ""]
-    for name, child in children.items():
-        parts += _walk(child, f"{prefix} {name}")
-    return parts
+def _section(title: str, text: str) -> list[str]:
+    return [f"## `{title}`", "", "```text", text.rstrip(), "```", ""]
 
 
 def render_cli_reference() -> str:
@@ -34,8 +20,15 @@ def render_cli_reference() -> str:
     previous = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # a fixed width, so the text does not depend on the terminal
     try:
-        parser = build_parser()
-        body = _walk(parser, "odh")
+        parsers = command_parsers()
+        body = _section("odh", build_parser(select=()).format_help())
+        seen_groups: set[str] = set()
+        for command in COMMANDS:
+            top = command.path[0]
+            if len(command.path) == 2 and top not in seen_groups:
+                seen_groups.add(top)
+                assert top in GROUPS
+            body += _section(f"odh {command.name}", parsers[command.path].format_help())
     finally:
         if previous is None:
             del os.environ["COLUMNS"]
@@ -44,7 +37,8 @@ def render_cli_reference() -> str:
     header = [
         "# `odh` command reference",
         "",
-        "Generated from the parser by `python -m cluster.cli_doc > docs/cli.md`; do not edit.",
+        "Generated from the stage configs by `python -m cluster.cli_doc > docs/cli.md`; "
+        "do not edit.",
         "",
     ]
     return "\n".join(header + body)

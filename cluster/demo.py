@@ -18,34 +18,54 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.runtime import RuntimeConfig
+from indexer.build import BuildConfig
+from indexer.converters.configs import FashionMnistConfig
+from odh_core.config import TrainConfig
+from odh_core.options import option, option_like
+from serving.config import DEFAULT_PORT
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs.
+    """The whole pipeline on Fashion-MNIST (ODH, BNN resnet_small), locally."""
 
-    Attributes:
-        workdir: local directory for every artefact (image set, checkpoint, codes, index).
-        source: directory with the Fashion-MNIST IDX ``.gz`` files.
-        n_bits: code length.
-        warmup_epochs / stage1_epochs / stage2_epochs: training schedule (ODH, BNN resnet_small).
-        n_shards: IVF shards of the index.
-        port: HTTP port of the query API on 127.0.0.1.
-        seed: seed of the split, the training and the evaluation.
-        n_queries: how many query images are sent to the API.
-    """
+    workdir: str = option("odh-data", help="local directory for every artefact")
+    source: str | None = option_like(FashionMnistConfig, "source")
+    n_bits: int = option_like(TrainConfig, "n_bits")
+    warmup_epochs: int = option_like(TrainConfig, "warmup_epochs")
+    stage1_epochs: int = option_like(TrainConfig, "transition_epoch")
+    stage2_epochs: int = option_like(TrainConfig, "stage2_epochs")
+    num_threads: int = option_like(
+        TrainConfig,
+        "num_threads",
+        default=2,
+        help="torch threads of the training worker (the demo uses both cores of a laptop)",
+    )
+    n_shards: int = option_like(BuildConfig, "n_shards")
+    port: int = option(DEFAULT_PORT, help="HTTP port of the query API on 127.0.0.1")
+    seed: int = option(0, help="seed of the split, the training and the evaluation")
+    n_queries: int = option(3, help="query images sent to the API", flag="--queries")
 
-    workdir: str
-    source: str
-    n_bits: int = 64
-    warmup_epochs: int = 2
-    stage1_epochs: int = 3
-    stage2_epochs: int = 3
-    n_shards: int = 4
-    port: int = 8000
-    seed: int = 0
-    n_queries: int = 3
+    def __post_init__(self) -> None:
+        if not self.workdir:
+            raise ValueError("DemoConfig.workdir is required")
+        if self.n_queries < 1:
+            raise ValueError(f"DemoConfig.n_queries must be >= 1, got {self.n_queries}")
+        self.train_config()  # validates the training options, naming the field
+
+    def train_config(self) -> TrainConfig:
+        """The demo's training: the defaults of ``TrainConfig`` with this schedule."""
+        return TrainConfig(
+            n_bits=self.n_bits,
+            warmup_epochs=self.warmup_epochs,
+            transition_epoch=self.stage1_epochs,
+            stage2_epochs=self.stage2_epochs,
+            seed=self.seed,
+            num_threads=self.num_threads,
+        )
 
 
 @dataclass
@@ -79,14 +99,14 @@ def _pick_queries(image_set: str, n: int, seed: int) -> list[dict[str, Any]]:
 
 def run_demo(
     config: DemoConfig,
+    runtime: RuntimeConfig | None = None,
     *,
-    address: str | None = None,
-    num_cpus: int | None = None,
     out: Callable[[str], Any] = sys.stdout.write,
 ) -> int:
     """Run the pipeline end to end; returns the process exit code (0 only if every stage passed)."""
     from cluster.report import format_hits
-    from cluster.runtime import RuntimeConfig, ray_runtime
+    from cluster.runtime import ray_runtime
+    from indexer.converters.fashion_mnist import fashion_mnist_source
 
     work = Path(config.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -105,39 +125,32 @@ def run_demo(
             from indexer.converters.fashion_mnist import convert_fashion_mnist
 
             info = convert_fashion_mnist(
-                config.source, _fresh(paths["images"]), protocol="fmnist-1", seed=config.seed
+                fashion_mnist_source(config.source),
+                _fresh(paths["images"]),
+                protocol="fmnist-1",
+                seed=config.seed,
             )
-        with ray_runtime(RuntimeConfig(address=address, num_cpus=num_cpus)):
+        with ray_runtime(runtime):
             with timings.stage("train"):
-                from indexer.imageset import load_arrays
-                from odh_core.train import TrainConfig, train_encoder
+                from indexer.training import train_encoder
 
-                _, images, labels = load_arrays(str(paths["images"]), ["train"])
-                train_config = TrainConfig(
-                    model="resnet_small",
-                    n_bits=config.n_bits,
-                    layer="reactnet",
-                    binary=True,
-                    method="odh",
-                    warmup_epochs=config.warmup_epochs,
-                    transition_epoch=config.stage1_epochs,
-                    stage2_epochs=config.stage2_epochs,
-                    seed=config.seed,
-                    num_threads=2,
+                checkpoint = train_encoder(
+                    str(paths["images"]), config.train_config(), _fresh(paths["encoder"])
                 )
-                checkpoint = train_encoder(images, labels, train_config, _fresh(paths["encoder"]))
             with timings.stage("encode"):
-                from indexer.encode import encode
+                from indexer.encode import EncodeConfig, encode
 
                 summary = encode(
-                    str(paths["images"]), checkpoint, _fresh(paths["codes"]), num_cpus=1.0
+                    EncodeConfig(str(paths["images"]), checkpoint, _fresh(paths["codes"]))
                 )
                 record["encode"] = summary.to_json()
             with timings.stage("build"):
                 from indexer.build import build
 
                 manifest = build(
-                    str(paths["codes"]), _fresh(paths["index"]), n_shards=config.n_shards
+                    str(paths["codes"]),
+                    _fresh(paths["index"]),
+                    config=BuildConfig(n_shards=config.n_shards),
                 )
             with timings.stage("serve"):
                 from serving.app import start_server

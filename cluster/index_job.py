@@ -16,9 +16,13 @@ from __future__ import annotations
 import logging
 import shlex
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from indexer.build import BuildConfig
+from indexer.encode import EncodeConfig
+from odh_core.options import option, option_like
 
 logger = logging.getLogger(__name__)
 
@@ -38,35 +42,52 @@ class IndexJobConfig:
         storage_options: fsspec options for ``s3://`` paths (endpoint, credentials from env).
     """
 
-    images: str
-    checkpoint: str
-    output: str
-    n_shards: int = 4
-    nlist: int | None = None
-    train_size: int = 100_000
-    seed: int = 0
-    batch_size: int = 256
-    concurrency: int = 1
-    actor_cpus: float = 0.5
-    storage_options: dict[str, Any] | None = field(default=None, hash=False)
+    images: str = option_like(EncodeConfig, "image_set", flag="--images")
+    checkpoint: str = option_like(EncodeConfig, "checkpoint")
+    output: str = option(help="job root: <output>/codes, <output>/index")
+    n_shards: int = option_like(BuildConfig, "n_shards")
+    nlist: int | None = option_like(BuildConfig, "nlist")
+    train_size: int = option_like(BuildConfig, "train_size")
+    seed: int = option_like(BuildConfig, "seed")
+    batch_size: int = option_like(EncodeConfig, "batch_size")
+    concurrency: int = option_like(EncodeConfig, "concurrency")
+    actor_cpus: float = option_like(EncodeConfig, "num_cpus")
+    storage_options: dict[str, Any] | None = option(None, help="fsspec storage options (JSON)")
+
+    def __hash__(self) -> int:  # storage_options (a dict) stays out of the hash
+        return hash(tuple(v for k, v in asdict(self).items() if k != "storage_options"))
+
+    def encode_config(self, codes: str) -> EncodeConfig:
+        """The encode stage of this job, writing to ``codes``."""
+        return EncodeConfig(
+            image_set=self.images,
+            checkpoint=self.checkpoint,
+            output=codes,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            num_cpus=self.actor_cpus,
+        )
+
+    def build_config(self) -> BuildConfig:
+        """The build stage of this job."""
+        return BuildConfig(
+            n_shards=self.n_shards, nlist=self.nlist, train_size=self.train_size, seed=self.seed
+        )
 
     def __post_init__(self) -> None:
         for name in ("images", "checkpoint", "output"):
             if not getattr(self, name):
                 raise ValueError(f"IndexJobConfig.{name} is required")
-        if self.n_shards < 1:
-            raise ValueError(f"n_shards must be >= 1, got {self.n_shards}")
+        self.build_config()  # validates the build options, naming the field
+        self.encode_config(self.output)  # ... and the encode options
 
     def command(self, address: str = "auto") -> list[str]:
         """The `odh index` command line that runs this job on a cluster."""
-        args = ["odh", "index", "--images", self.images, "--checkpoint", self.checkpoint,
-                "--output", self.output, "--shards", str(self.n_shards),
-                "--train-size", str(self.train_size), "--seed", str(self.seed),
-                "--batch-size", str(self.batch_size), "--concurrency", str(self.concurrency),
-                "--actor-cpus", str(self.actor_cpus), "--address", address]  # fmt: skip
-        if self.nlist is not None:
-            args += ["--nlist", str(self.nlist)]
-        return args
+        from cluster.cli_config import config_argv
+
+        # storage options stay out of the command line: credentials come from the job's env
+        flags = config_argv(self, exclude=("storage_options",))
+        return ["odh", "index", *flags, "--address", address]
 
 
 def _encode_is_complete(codes: str, config: IndexJobConfig) -> bool:
@@ -99,16 +120,11 @@ def index(config: IndexJobConfig) -> dict[str, Any]:
         logger.info("index: encode already complete in %s, skipping it", codes)
         record["encode"] = "skipped (complete)"
     else:
-        summary = encode(
-            config.images, config.checkpoint, codes,
-            batch_size=config.batch_size, concurrency=config.concurrency,
-            num_cpus=config.actor_cpus, storage_options=config.storage_options,
-        )  # fmt: skip
+        summary = encode(config.encode_config(codes), storage_options=config.storage_options)
         record["encode"] = summary.to_json()
     manifest = build(
-        codes, index_dir, n_shards=config.n_shards, nlist=config.nlist,
-        train_size=config.train_size, seed=config.seed, storage_options=config.storage_options,
-    )  # fmt: skip
+        codes, index_dir, config=config.build_config(), storage_options=config.storage_options
+    )
     record["build"] = {
         "generation": manifest.generation,
         "ntotal": sum(s.ntotal for s in manifest.shards),

@@ -17,11 +17,12 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cluster.runtime import use_token_auth_if_available
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ class LocalClusterConfig:
             ``odh index --submit http://127.0.0.1:PORT`` uses.
     """
 
-    workers: int = 2
-    head_cpus: int = 1
-    worker_cpus: int = 1
-    worker_resources: dict[str, float] = field(default_factory=dict)
-    port: int = 6380
-    dashboard_port: int = 8265
+    workers: int = option(2, help="worker nodes besides the head")
+    head_cpus: int = option(1, help="CPUs the head advertises (0 keeps work off the head)")
+    worker_cpus: int = option(1, help="CPUs each worker advertises")
+    worker_resources: dict[str, float] = option(
+        help="custom resources per worker, e.g. '{\"searcher\": 1}'", default_factory=dict
+    )
+    port: int = option(6380, help="GCS port of the head")
+    dashboard_port: int = option(8265, help="dashboard + Jobs API port of the head")
 
     def __post_init__(self) -> None:
         if self.workers < 0:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from odh_core.options import option
+
 logger = logging.getLogger(__name__)
 
 _QUIET_ENV = {
@@ -36,8 +38,14 @@ class RuntimeConfig:
         num_cpus: CPUs the embedded cluster advertises (default: all cores of this machine).
     """
 
-    address: str | None = None
-    num_cpus: int | None = None
+    address: str | None = option(
+        None, help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)"
+    )
+    num_cpus: int | None = option(None, help="CPUs of the embedded local cluster")
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"RuntimeConfig.num_cpus must be >= 1, got {self.num_cpus}")
 
 
 def use_token_auth_if_available() -> None:

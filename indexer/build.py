@@ -19,9 +19,10 @@ from indexer import storage
 from indexer.build_state import build_key, finished_shard, quantizer_ok, write_state
 from indexer.codes import code_arrays, read_codes, read_encode_info
 from indexer.manifest import MANIFEST_FILE, Manifest, ShardEntry, write_manifest
-from indexer.quantizer import QUANTIZERS, default_nlist, train_quantizer
+from indexer.quantizer import QUANTIZERS, default_nlist, list_quantizers, train_quantizer
 from indexer.shard_io import FAIL_ENV, SHARD_TASK_CPUS, fill_shard, meta_file, shard_file
 from indexer.shards import shard_of
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -49,34 +50,36 @@ class BuildConfig:
     centroids, for large ``nlist``). ``resume``: reuse a matching quantizer and finished shards.
     """
 
-    n_shards: int = 4
-    nlist: int | None = None
-    train_size: int = 100_000
-    seed: int = 0
-    niter: int = 20
-    quantizer: str = "flat"
-    hnsw_m: int = 16
-    task_num_cpus: float = SHARD_TASK_CPUS
-    faiss_threads: int = 1
-    resume: bool = True
+    n_shards: int = option(4, help="index shards", flag="--shards")
+    nlist: int | None = option(None, help="IVF lists (default ~4·sqrt(n))")
+    train_size: int = option(100_000, help="quantizer training sample")
+    seed: int = option(0, help="seed of the training sample")
+    niter: int = option(20, help="k-means iterations of the quantizer")
+    quantizer: str = option("flat", help="coarse quantizer", choices=list_quantizers)
+    hnsw_m: int = option(16, help="HNSW graph degree (--quantizer hnsw)")
+    task_num_cpus: float = option(SHARD_TASK_CPUS, help="CPUs per shard-build task")
+    faiss_threads: int = option(1, help="FAISS threads per shard-build task")
+    resume: bool = option(True, help="rebuild even finished shards", flag="--no-resume")
 
     def __post_init__(self) -> None:
         if self.n_shards < 1:
-            raise ValueError(f"n_shards must be >= 1, got {self.n_shards}")
+            raise ValueError(f"BuildConfig.n_shards must be >= 1, got {self.n_shards}")
         if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
+            raise ValueError(f"BuildConfig.nlist must be >= 1, got {self.nlist}")
         if self.train_size < 1:
-            raise ValueError(f"train_size must be >= 1, got {self.train_size}")
+            raise ValueError(f"BuildConfig.train_size must be >= 1, got {self.train_size}")
         if self.niter < 1:
-            raise ValueError(f"niter must be >= 1, got {self.niter}")
+            raise ValueError(f"BuildConfig.niter must be >= 1, got {self.niter}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+            raise ValueError(
+                f"BuildConfig.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}"
+            )
         if self.hnsw_m < 2:
-            raise ValueError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
+            raise ValueError(f"BuildConfig.hnsw_m must be >= 2, got {self.hnsw_m}")
         if not self.task_num_cpus > 0:
-            raise ValueError(f"task_num_cpus must be > 0, got {self.task_num_cpus}")
+            raise ValueError(f"BuildConfig.task_num_cpus must be > 0, got {self.task_num_cpus}")
         if self.faiss_threads < 1:
-            raise ValueError(f"faiss_threads must be >= 1, got {self.faiss_threads}")
+            raise ValueError(f"BuildConfig.faiss_threads must be >= 1, got {self.faiss_threads}")
 
 
 def meta_table(table: pa.Table) -> pa.Table:
@@ -152,21 +155,26 @@ def build(
     codes: str,
     output: str,
     *,
-    n_shards: int = 4,
-    nlist: int | None = None,
-    train_size: int = 100_000,
-    seed: int = 0,
     config: BuildConfig | None = None,
     storage_options: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Manifest:
     """Build an index directory from an encode job's code directory (Ray must be initialised).
 
-    Trains one binary k-means quantizer on a seeded sample, assigns ids to shards by
+    Takes either ``config=BuildConfig(...)`` or its fields as keywords (``n_shards=3, seed=1``),
+    not both. Trains one binary k-means quantizer on a seeded sample, assigns ids to shards by
     ``shard_of``, fills every shard in a Ray task, and writes ``manifest.json`` last.
     """
     import ray
 
-    cfg = config or BuildConfig(n_shards=n_shards, nlist=nlist, train_size=train_size, seed=seed)
+    if config is not None and options:
+        raise TypeError(
+            f"build: give config= or BuildConfig fields as keywords, not both "
+            f"(got config and {sorted(options)})"
+        )
+    if config is not None and not isinstance(config, BuildConfig):
+        raise TypeError(f"build: config must be a BuildConfig, got {type(config).__name__}")
+    cfg = config if config is not None else BuildConfig(**options)
     t0 = time.perf_counter()
     info, n_bits, table, ids, code_arr = read_code_set(codes, storage_options)
     n = len(ids)

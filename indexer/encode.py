@@ -8,7 +8,7 @@ import hashlib
 import io
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from indexer.codes import (
 )
 from indexer.imageset import ImageSetError, check_part_schema, list_parts, read_info
 from indexer.job_metrics import JobMetrics
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +37,36 @@ PASSTHROUGH = (("key", pa.string()), ("label", pa.list_(pa.int32())), ("split", 
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Parameters of one encode job (written into ``_encode.json``)."""
+    """One encode job: Ray Data reads an image set, an actor pool hashes it (``_encode.json``)."""
 
-    image_set: str
-    checkpoint: str
-    output: str
-    batch_size: int = 256
-    concurrency: int = 1
-    num_cpus: float = 0.5
-    writer_num_cpus: float = 0.25
-    torch_threads: int = 1
-    num_gpus: float = 0.0
+    image_set: str = option(help="image set directory or s3:// prefix", flag="--images")
+    checkpoint: str = option(help="encoder checkpoint directory")
+    output: str = option(help="codes directory or s3:// prefix")
+    batch_size: int = option(256, help="images per encoder batch")
+    concurrency: int = option(1, help="encoder actors")
+    num_cpus: float = option(1.0, help="CPUs per encoder actor", flag="--actor-cpus")
+    writer_num_cpus: float = option(0.25, help="CPUs per code-writing task")
+    torch_threads: int = option(1, help="torch threads per encoder actor")
+    num_gpus: float = option(0.0, help="GPUs per encoder actor (0: CPU)", flag="--gpus-per-actor")
 
     def __post_init__(self) -> None:
+        for name in ("image_set", "checkpoint", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"EncodeConfig.{name} is required")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"EncodeConfig.batch_size must be >= 1, got {self.batch_size}")
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise ValueError(f"EncodeConfig.concurrency must be >= 1, got {self.concurrency}")
         if not self.num_cpus > 0:
-            raise ValueError(f"num_cpus must be > 0, got {self.num_cpus}")
+            raise ValueError(f"EncodeConfig.num_cpus must be > 0, got {self.num_cpus}")
         if self.num_gpus < 0:
-            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
+            raise ValueError(f"EncodeConfig.num_gpus must be >= 0, got {self.num_gpus}")
         if not self.writer_num_cpus > 0:
-            raise ValueError(f"writer_num_cpus must be > 0, got {self.writer_num_cpus}")
+            raise ValueError(
+                f"EncodeConfig.writer_num_cpus must be > 0, got {self.writer_num_cpus}"
+            )
+        if self.torch_threads < 1:
+            raise ValueError(f"EncodeConfig.torch_threads must be >= 1, got {self.torch_threads}")
 
 
 @dataclass(frozen=True)
@@ -235,19 +243,14 @@ def _check_ids(parts: list[str], storage_options: dict[str, Any] | None) -> int:
 
 
 def encode(
-    image_set: str,
-    checkpoint: str,
-    output: str,
+    config: EncodeConfig,
     *,
-    batch_size: int = 256,
-    concurrency: int = 1,
-    num_cpus: float = 0.5,
-    num_gpus: float = 0.0,
     pushgateway: str | None = None,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
 ) -> EncodeSummary:
-    """Encode every image of ``image_set`` with the checkpoint's encoder into ``output``.
+    """Encode every image of ``config.image_set`` with the checkpoint's encoder into
+    ``config.output``.
 
     Ray must be initialised by the caller. ``num_gpus`` > 0 gives every encoder actor that many
     GPUs (and runs the model on ``cuda``). Writes ``codes/part-*.parquet``,
@@ -260,14 +263,13 @@ def encode(
     from odh_core.checkpoint import checkpoint_sha256
     from odh_core.encoder import Encoder
 
-    cfg = EncodeConfig(
-        image_set=storage.normalize(image_set),
-        checkpoint=storage.normalize(checkpoint),
-        output=storage.normalize(output),
-        batch_size=batch_size,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
+    if not isinstance(config, EncodeConfig):
+        raise TypeError(f"encode: config must be an EncodeConfig, got {type(config).__name__}")
+    cfg = replace(
+        config,
+        image_set=storage.normalize(config.image_set),
+        checkpoint=storage.normalize(config.checkpoint),
+        output=storage.normalize(config.output),
     )
     metrics = JobMetrics("odh_encode")
     t0 = time.perf_counter()

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 QUANTIZERS = ("flat", "hnsw")
 
 
+def list_quantizers() -> list[str]:
+    """The coarse quantizers an index build can use (``BuildConfig.quantizer``)."""
+    return list(QUANTIZERS)
+
+
 def default_nlist(n: int) -> int:
     """About ``4 * sqrt(n)`` lists, clipped to ``[1, n / 39]`` (>= 39 training points per list)."""
     return int(min(max(1, round(4 * math.sqrt(max(n, 0)))), max(1, n // 39)))

@@ -1,1 +1,41 @@
-"""ODH index."""
+"""ODH core: the hashing method (models, losses, training, metrics), no Ray or FAISS.
+
+Public API (timm-style explicit re-exports). Names are imported lazily on first use (PEP 562), so
+``import odh_core.<module>`` stays as light as that module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Encoder": "odh_core.encoder",
+    "TrainConfig": "odh_core.config",
+    "TrainRunConfig": "odh_core.config",
+    "check_n_bits": "odh_core.packing",
+    "create_encoder": "odh_core.models",
+    "evaluate_codes": "odh_core.metrics",
+    "list_centres": "odh_core.config",
+    "list_encoders": "odh_core.models",
+    "list_layers": "odh_core.layers",
+    "list_methods": "odh_core.config",
+    "list_modes": "odh_core.config",
+    "option": "odh_core.options",
+    "pack_bits": "odh_core.packing",
+    "train_encoder": "odh_core.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from odh_core.train import TrainConfig
+from odh_core.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -36,6 +36,15 @@ LAYER_CONFIGS: dict[str, LayerConfig] = {
 }
 
 
+#: Built from another layer name only (``TrainConfig.effective_layer``), never chosen directly.
+INTERNAL_LAYERS = ("xnor_weight_only",)
+
+
+def list_layers() -> list[str]:
+    """The BNN layer variants a training config may name (``TrainConfig.layer``)."""
+    return [name for name in LAYER_CONFIGS if name not in INTERNAL_LAYERS]
+
+
 def get_layer_config(layer: str) -> LayerConfig:
     """The named layer config; raises ValueError naming the known ones."""
     try:

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Choices", "option", "option_choices", "option_meta"]
+__all__ = ["Choices", "option", "option_choices", "option_like", "option_meta"]
 
 Choices = Sequence[Any] | Callable[[], Sequence[Any]]
 
@@ -70,3 +70,26 @@ def option_choices(f: dataclasses.Field) -> list[Any] | None:
     if choices is None:
         return None
     return list(choices() if callable(choices) else choices)
+
+
+def option_like(cls: type, name: str, **overrides: Any) -> Any:
+    """A field declared like ``cls.name`` (same default, help, choices and flag), for a config
+    that carries another stage's option (e.g. the index job's ``n_shards``), so that the default
+    and the help text are written once. ``overrides`` replace single :func:`option` arguments."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ValueError(f"option_like(): {cls.__name__} has no field {name!r}")
+    f = fields[name]
+    meta = option_meta(f)
+    kwargs: dict[str, Any] = {
+        "help": meta["help"] or name,
+        "choices": meta["choices"],
+        "flag": meta["flag"],
+        "cli": meta["cli"],
+    }
+    if f.default is not dataclasses.MISSING:
+        kwargs["default"] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = f.default_factory
+    kwargs.update(overrides)
+    return option(**kwargs)

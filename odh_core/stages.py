@@ -22,6 +22,7 @@ from torch import nn
 
 from odh_core.augment import STRONG, WEAK, augment
 from odh_core.centres import csq_centres, multilabel_centres
+from odh_core.config import TrainConfig
 from odh_core.data import (
     GroupBatchSampler,
     TrainData,
@@ -34,7 +35,6 @@ from odh_core.losses import aggregation_loss, classification_loss, csq_loss, has
 from odh_core.metrics import evaluate_codes
 from odh_core.models import create_encoder
 from odh_core.packing import pack_bits
-from odh_core.train import TrainConfig
 from odh_core.trainmodule import ClassifierView, HashTrainModule
 
 logger = logging.getLogger(__name__)

@@ -2,68 +2,108 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cluster.commands.args import add_runtime_args, parse_storage_options, runtime
+from odh_core.options import option
+
+if TYPE_CHECKING:
+    from cluster.index_job import IndexJobConfig
+    from cluster.runtime import RuntimeConfig
+    from indexer.build import BuildConfig
+    from indexer.encode import EncodeConfig
 
 logger = logging.getLogger("odh")
 
+_STORAGE_HELP = "fsspec storage options (JSON)"
 
-def cmd_encode(args: argparse.Namespace) -> int:
+
+@dataclass(frozen=True)
+class EncodeRunConfig:
+    """Where the encode job reports and how it reaches storage (not written beside the codes)."""
+
+    pushgateway: str | None = option(None, help="Prometheus Pushgateway URL for metrics")
+    storage_options: dict[str, Any] | None = option(None, help=_STORAGE_HELP)
+
+
+@dataclass(frozen=True)
+class BuildTargetConfig:
+    """What `odh build` does: a new index from --codes, or --append / --delete on --output."""
+
+    output: str = option(help="index directory or s3:// prefix")
+    codes: str | None = option(None, help="codes directory to build a new index from")
+    append: str | None = option(None, help="add the codes of this directory to --output")
+    delete_ids: str | None = option(None, help="file of ids to remove from --output")
+    delete: tuple[int, ...] | None = option(None, help="ids to remove from --output")
+    storage_options: dict[str, Any] | None = option(None, help=_STORAGE_HELP)
+
+    def __post_init__(self) -> None:
+        modes = sum(x is not None for x in (self.codes, self.append)) + bool(
+            self.delete_ids or self.delete
+        )
+        if modes != 1:
+            raise ValueError("give exactly one of --codes, --append CODES, --delete-ids/--delete")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Retrieval quality of a code set (ALGORITHMS.md §4)."""
+
+    codes: str = option(help="codes directory")
+    images: str = option(help="the image set (its protocol names the splits)")
+    output: str | None = option(None, help="also write the metrics JSON here")
+    seed: int = option(0, help="seed of the shuffled tie order")
+
+
+@dataclass(frozen=True)
+class IndexSubmitConfig:
+    """Run the index job here, or submit it to a cluster's Jobs API."""
+
+    submit: str | None = option(
+        None, help="submit as a Ray job to this dashboard (e.g. http://HEAD:8265) instead"
+    )
+    runtime_env_json: dict[str, Any] | None = option(
+        None,
+        help="runtime env for --submit (default: this project + its pinned requirements; "
+        "'{}' when the cluster image already holds the project)",
+    )
+    wait: bool = option(True, help="with --submit: return at once", flag="--no-wait")
+
+
+def cmd_encode(config: EncodeConfig, run: EncodeRunConfig, runtime: RuntimeConfig) -> int:
+    from cluster.runtime import ray_runtime
     from indexer.encode import encode
 
-    with runtime(args):
-        summary = encode(
-            args.images,
-            args.checkpoint,
-            args.output,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            num_cpus=args.actor_cpus,
-            num_gpus=args.gpus_per_actor,
-            pushgateway=args.pushgateway,
-            storage_options=parse_storage_options(args.storage_options),
-        )
+    with ray_runtime(runtime):
+        summary = encode(config, pushgateway=run.pushgateway, storage_options=run.storage_options)
     sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from indexer.build import BuildConfig, build
+def cmd_build(target: BuildTargetConfig, config: BuildConfig, runtime: RuntimeConfig) -> int:
+    from cluster.runtime import ray_runtime
+    from indexer.build import build
     from indexer.update import append, delete, read_id_file
 
-    options = parse_storage_options(args.storage_options)
-    modes = sum(x is not None for x in (args.codes, args.append)) + bool(
-        args.delete_ids or args.delete
-    )
-    if modes != 1:
-        raise ValueError("give exactly one of --codes, --append CODES, --delete-ids/--delete")
-    with runtime(args):
-        if args.append is not None:
-            manifest = append(args.append, args.output, storage_options=options)
-        elif args.delete_ids or args.delete:
-            ids = list(args.delete or [])
-            if args.delete_ids:
-                ids += read_id_file(args.delete_ids, options).tolist()
-            manifest = delete(args.output, ids, storage_options=options)
+    options = target.storage_options
+    with ray_runtime(runtime):
+        if target.append is not None:
+            manifest = append(target.append, target.output, storage_options=options)
+        elif target.delete_ids or target.delete:
+            ids = list(target.delete or [])
+            if target.delete_ids:
+                ids += read_id_file(target.delete_ids, options).tolist()
+            manifest = delete(target.output, ids, storage_options=options)
         else:
-            config = BuildConfig(
-                n_shards=args.shards,
-                nlist=args.nlist,
-                train_size=args.train_size,
-                seed=args.seed,
-                quantizer=args.quantizer,
-                hnsw_m=args.hnsw_m,
-                resume=not args.no_resume,
-            )
-            manifest = build(args.codes, args.output, config=config, storage_options=options)
+            assert target.codes is not None  # BuildTargetConfig checked the mode
+            manifest = build(target.codes, target.output, config=config, storage_options=options)
     logger.info(
         "index %s generation %d: %d codes in %d shards, nlist=%d, %d deleted",
-        args.output,
+        target.output,
         manifest.generation,
         manifest.ntotal,
         manifest.n_shards,
@@ -73,118 +113,28 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(config: EvalConfig) -> int:
     from indexer.evaluate import evaluate
 
-    metrics = evaluate(args.codes, args.images, seed=args.seed)
+    metrics = evaluate(config.codes, config.images, seed=config.seed)
     text = json.dumps(metrics, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    if config.output:
+        Path(config.output).write_text(text + "\n")
     sys.stdout.write(text + "\n")
     return 0
 
 
-def cmd_index(args: argparse.Namespace) -> int:
-    from cluster.index_job import IndexJobConfig, index, submit_index_job
+def cmd_index(config: IndexJobConfig, submit: IndexSubmitConfig, runtime: RuntimeConfig) -> int:
+    from cluster.index_job import index, submit_index_job
+    from cluster.runtime import ray_runtime
 
-    config = IndexJobConfig(
-        images=args.images,
-        checkpoint=args.checkpoint,
-        output=args.output,
-        n_shards=args.shards,
-        nlist=args.nlist,
-        train_size=args.train_size,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        actor_cpus=args.actor_cpus,
-        storage_options=parse_storage_options(args.storage_options),
-    )
-    if args.submit:
-        runtime_env = json.loads(args.runtime_env_json) if args.runtime_env_json else None
+    if submit.submit:
         job_id = submit_index_job(
-            config, args.submit, runtime_env=runtime_env, wait=not args.no_wait
+            config, submit.submit, runtime_env=submit.runtime_env_json, wait=submit.wait
         )
         sys.stdout.write(f"{job_id}\n")
         return 0
-    with runtime(args):
+    with ray_runtime(runtime):
         record = index(config)
     sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the `odh` parser."""
-    p = sub.add_parser("encode", help="encode an image set into code parts with Ray Data")
-    p.add_argument("--images", required=True, help="image set directory or s3:// prefix")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--output", required=True, help="codes directory or s3:// prefix")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
-    p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per encoder actor")
-    p.add_argument(
-        "--gpus-per-actor", type=float, default=0.0, help="GPUs per encoder actor (0: CPU)"
-    )
-    p.add_argument("--pushgateway", default=None, help="Prometheus Pushgateway URL for metrics")
-    p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_encode)
-
-    p = sub.add_parser(
-        "build",
-        help="build FAISS IndexBinaryIVF shards from code parts (resumable), or append/delete",
-    )
-    p.add_argument("--codes", default=None, help="codes directory to build a new index from")
-    p.add_argument("--append", default=None, metavar="CODES", help="add these codes to --output")
-    p.add_argument("--delete-ids", default=None, metavar="FILE", help="file of ids to remove")
-    p.add_argument(
-        "--delete", type=int, nargs="+", default=None, metavar="ID", help="ids to remove"
-    )
-    p.add_argument("--output", required=True, help="index directory or s3:// prefix")
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4·sqrt(n))")
-    p.add_argument("--train-size", type=int, default=100_000, help="quantizer training sample")
-    p.add_argument("--quantizer", default="flat", choices=["flat", "hnsw"], help="coarse quantizer")
-    p.add_argument("--hnsw-m", type=int, default=16, help="HNSW graph degree (--quantizer hnsw)")
-    p.add_argument("--no-resume", action="store_true", help="rebuild even finished shards")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser("eval", help="retrieval quality of a code set (ALGORITHMS.md §4)")
-    p.add_argument("--codes", required=True)
-    p.add_argument("--images", required=True, help="the image set (its protocol names the splits)")
-    p.add_argument("--output", default=None, help="also write the metrics JSON here")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "index", help="encode + build as one resumable job, here or submitted to a Ray cluster"
-    )
-    p.add_argument("--images", required=True, help="image set directory or s3:// prefix")
-    p.add_argument("--checkpoint", required=True, help="encoder checkpoint directory")
-    p.add_argument("--output", required=True, help="job root: <output>/codes, <output>/index")
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4·sqrt(n))")
-    p.add_argument("--train-size", type=int, default=100_000, help="quantizer training sample")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
-    p.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per encoder actor")
-    p.add_argument("--storage-options", default=None, help="JSON fsspec storage options")
-    p.add_argument(
-        "--submit",
-        default=None,
-        metavar="DASHBOARD_URL",
-        help="submit as a Ray job (Jobs API, e.g. http://HEAD:8265) instead of running here",
-    )
-    p.add_argument(
-        "--runtime-env-json",
-        default=None,
-        help="runtime env for --submit (default: this project + its pinned requirements; "
-        "'{}' when the cluster image already holds the project)",
-    )
-    p.add_argument("--no-wait", action="store_true", help="with --submit: return at once")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_index)

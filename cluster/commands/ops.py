@@ -7,103 +7,96 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
-from cluster.commands.args import add_runtime_args, fashion_mnist_source
+from cluster.local_cluster import LocalClusterConfig
+from odh_core.options import option, option_like
+
+if TYPE_CHECKING:
+    from cluster.demo import DemoConfig
+    from cluster.runtime import RuntimeConfig
 
 logger = logging.getLogger("odh")
 
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks import run_benchmark
-
-    return run_benchmark(args.name, list(args.bench_args))
+#: Entry-point group of the benchmark modules (``[project.entry-points."odh.benchmarks"]``).
+#: Each module has a frozen dataclass ``Config`` and ``run(config) -> int``.
+BENCHMARK_GROUP = "odh.benchmarks"
 
 
-def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from cluster.local_cluster import LocalClusterConfig, cluster_up
+@dataclass(frozen=True)
+class ClusterStatusConfig:
+    """Which cluster `odh cluster status` asks."""
 
-    resources = json.loads(args.worker_resources) if args.worker_resources else {}
-    address = cluster_up(
-        LocalClusterConfig(
-            workers=args.workers,
-            head_cpus=args.head_cpus,
-            worker_cpus=args.worker_cpus,
-            worker_resources=resources,
-            port=args.port,
-            dashboard_port=args.dashboard_port,
-        )
+    address: str | None = option(
+        None, help="Ray cluster address (default: $RAY_ADDRESS, else auto)"
     )
-    sys.stdout.write(f"{address}\n")
+
+
+@dataclass(frozen=True)
+class ClusterDownConfig:
+    """Which local cluster `odh cluster down` stops."""
+
+    port: int = option_like(LocalClusterConfig, "port")
+
+
+def benchmarks() -> dict[str, metadata.EntryPoint]:
+    """The installed benchmark modules by name (the ``odh.benchmarks`` entry points)."""
+    return {ep.name: ep for ep in metadata.entry_points(group=BENCHMARK_GROUP)}
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """``odh bench NAME [ARGS ...]``: the benchmark's own flags come from its ``Config``."""
+    parser.add_argument("name", metavar="NAME", help="benchmark (an odh.benchmarks entry point)")
+    parser.add_argument(
+        "bench_args",
+        nargs=argparse.REMAINDER,
+        metavar="ARGS",
+        help="the benchmark's flags (see odh bench NAME --help)",
+    )
+
+
+def cmd_bench(*, args: argparse.Namespace) -> int:
+    from cluster.cli_config import parse_config
+
+    found = benchmarks()
+    if args.name not in found:
+        raise ValueError(
+            f"unknown benchmark {args.name!r}; installed: {', '.join(sorted(found)) or 'none'} "
+            f"(entry-point group {BENCHMARK_GROUP!r})"
+        )
+    module: Any = found[args.name].load()
+    description = (module.__doc__ or "").strip().split("\n")[0]
+    config = parse_config(
+        module.Config, args.bench_args, prog=f"odh bench {args.name}", description=description
+    )
+    return int(module.run(config))
+
+
+def cmd_cluster_up(config: LocalClusterConfig) -> int:
+    from cluster.local_cluster import cluster_up
+
+    sys.stdout.write(f"{cluster_up(config)}\n")
     return 0
 
 
-def cmd_cluster_status(args: argparse.Namespace) -> int:
+def cmd_cluster_status(config: ClusterStatusConfig) -> int:
     from cluster.local_cluster import cluster_status
 
-    nodes = cluster_status(args.address or os.environ.get("RAY_ADDRESS") or "auto")
+    nodes = cluster_status(config.address or os.environ.get("RAY_ADDRESS") or "auto")
     sys.stdout.write(json.dumps(nodes, indent=2) + "\n")
     return 0
 
 
-def cmd_cluster_down(args: argparse.Namespace) -> int:
+def cmd_cluster_down(config: ClusterDownConfig) -> int:
     from cluster.local_cluster import cluster_down
 
-    cluster_down(args.port)
+    cluster_down(config.port)
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from cluster.demo import DemoConfig, run_demo
+def cmd_demo(config: DemoConfig, runtime: RuntimeConfig) -> int:
+    from cluster.demo import run_demo
 
-    config = DemoConfig(
-        workdir=args.workdir,
-        source=fashion_mnist_source(args.source),
-        n_bits=args.bits,
-        warmup_epochs=args.warmup_epochs,
-        stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs,
-        n_shards=args.shards,
-        port=args.port,
-        seed=args.seed,
-    )
-    return run_demo(config, address=args.address, num_cpus=args.num_cpus)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the `odh` parser."""
-    p = sub.add_parser("bench", help="run a benchmark module (benchmarks/NAME.py)")
-    p.add_argument("name")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
-    p.set_defaults(func=cmd_bench)
-
-    cl = sub.add_parser("cluster", help="a local multi-node Ray cluster (separate processes)")
-    cl_sub = cl.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
-    p = cl_sub.add_parser("up", help="start a head and N worker nodes; prints the address")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--head-cpus", type=int, default=1)
-    p.add_argument("--worker-cpus", type=int, default=1)
-    p.add_argument("--worker-resources", default=None, help="JSON, e.g. '{\"searcher\": 1}'")
-    p.add_argument("--port", type=int, default=6380, help="GCS port of the head")
-    p.add_argument(
-        "--dashboard-port", type=int, default=8265, help="dashboard + Jobs API port of the head"
-    )
-    p.set_defaults(func=cmd_cluster_up)
-    p = cl_sub.add_parser("status", help="alive nodes and their resources")
-    p.add_argument("--address", default=None, help="default: $RAY_ADDRESS, else auto")
-    p.set_defaults(func=cmd_cluster_status)
-    p = cl_sub.add_parser("down", help="stop the local cluster's processes (others are left alone)")
-    p.add_argument("--port", type=int, default=6380, help="GCS port of the head")
-    p.set_defaults(func=cmd_cluster_down)
-
-    p = sub.add_parser("demo", help="the whole pipeline on Fashion-MNIST, locally")
-    p.add_argument("--workdir", default="odh-data")
-    p.add_argument("--source", default=None, help="Fashion-MNIST IDX directory")
-    p.add_argument("--bits", type=int, default=64, choices=[16, 32, 64, 128])
-    p.add_argument("--warmup-epochs", type=int, default=2)
-    p.add_argument("--stage1-epochs", type=int, default=3)
-    p.add_argument("--stage2-epochs", type=int, default=3)
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--seed", type=int, default=0)
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_demo)
+    return run_demo(config, runtime)

@@ -2,36 +2,60 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cluster.commands.args import add_runtime_args, runtime
+from odh_core.options import option
+from serving.config import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from cluster.runtime import RuntimeConfig
+    from serving.config import HttpConfig, ServeConfig
 
 logger = logging.getLogger("odh")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class QueryConfig:
+    """One search request to a running server: by image files, codes or indexed ids."""
+
+    url: str = option(f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="base URL of the query API")
+    image: tuple[str, ...] | None = option(None, help="image files")
+    code: tuple[str, ...] | None = option(None, help="codes as hex strings")
+    id: tuple[int, ...] | None = option(None, help="indexed ids")
+    k: int = option(10, help="hits per query", flag="-k")
+    nprobe: int | None = option(None, help="IVF lists probed (default: the server's)")
+    max_distance: int | None = option(
+        None, help="only hits with Hamming distance <= this (still at most k)"
+    )
+    require_all: bool = option(False, help="fail (503) instead of a partial answer")
+    timeout: float = option(30.0, help="HTTP timeout (s)")
+    json: bool = option(False, help="print JSON instead of a table")
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("image", "code", "id") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                f"QueryConfig: give exactly one of --image, --code, --id (got {given or 'none'})"
+            )
+        if self.k < 1:
+            raise ValueError(f"QueryConfig.k must be >= 1, got {self.k}")
+
+
+def cmd_serve(config: ServeConfig, http: HttpConfig, runtime: RuntimeConfig) -> int:
     import time
 
+    from cluster.runtime import ray_runtime
     from serving.app import start_server
 
-    with runtime(args):
-        url = start_server(
-            args.index,
-            host=args.host,
-            port=args.port,
-            groups=args.groups,
-            replicas=args.replicas,
-            placement=args.placement,
-            num_cpus=args.replica_cpus,
-            timeout_s=args.timeout_s,
-            device=args.device,
-        )
-        logger.info("serving %s at %s (Ctrl-C stops)", args.index, url)
+    with ray_runtime(runtime):
+        url = start_server(config, host=http.host, port=http.port)
+        logger.info("serving %s at %s (Ctrl-C stops)", config.index, url)
         try:
             while True:
                 time.sleep(3600)
@@ -40,71 +64,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_query(args: argparse.Namespace) -> int:
+def cmd_query(config: QueryConfig) -> int:
     from cluster.report import format_hits
     from serving.client import ODHClient
 
-    client = ODHClient(args.url, timeout=args.timeout)
+    client = ODHClient(config.url, timeout=config.timeout)
     opts = {
-        "k": args.k,
-        "nprobe": args.nprobe,
-        "max_distance": args.max_distance,
-        "require_all": args.require_all,
+        "k": config.k,
+        "nprobe": config.nprobe,
+        "max_distance": config.max_distance,
+        "require_all": config.require_all,
     }
-    if args.image:
-        names = list(args.image)
-        result = client.search(images=[Path(p).read_bytes() for p in args.image], **opts)
-    elif args.code:
-        names = list(args.code)
-        result = client.search(codes=list(args.code), **opts)
+    if config.image:
+        names = list(config.image)
+        result = client.search(images=[Path(p).read_bytes() for p in config.image], **opts)
+    elif config.code:
+        names = list(config.code)
+        result = client.search(codes=list(config.code), **opts)
     else:
-        names = [str(i) for i in args.id]
-        result = client.search(ids=list(args.id), **opts)
-    if args.json:
+        names = [str(i) for i in config.id or ()]
+        result = client.search(ids=list(config.id or ()), **opts)
+    if config.json:
         sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     else:
         sys.stdout.write(format_hits(names, result) + "\n")
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the `odh` parser."""
-    p = sub.add_parser("serve", help="serve an index over HTTP with Ray Serve (blocks)")
-    p.add_argument("--index", required=True, help="index directory")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--groups", type=int, default=1, help="searcher groups")
-    p.add_argument("--replicas", type=int, default=1, help="replicas per searcher group")
-    p.add_argument(
-        "--placement",
-        choices=["split", "node", "ingress"],
-        default="split",
-        help="split: shards cut into --groups; node: one group per manifest shard group; "
-        "ingress: the ingress holds every shard (no search hop, one node)",
-    )
-    p.add_argument("--replica-cpus", type=float, default=0.25, help="CPUs per Serve replica")
-    p.add_argument("--timeout-s", type=float, default=5.0, help="per-group deadline")
-    p.add_argument("--device", default="cpu", help="query encoder device (cpu, cuda)")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("query", help="query a running server")
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", nargs="+", help="image files")
-    what.add_argument("--code", nargs="+", help="codes as hex strings")
-    what.add_argument("--id", nargs="+", type=int, help="indexed ids")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--nprobe", type=int, default=None)
-    p.add_argument(
-        "--max-distance",
-        type=int,
-        default=None,
-        help="only hits with Hamming distance <= this (still at most k)",
-    )
-    p.add_argument(
-        "--require-all", action="store_true", help="fail (503) instead of a partial answer"
-    )
-    p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_query)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from indexer.converters.configs import FASHION_MNIST_PROTOCOLS
 from indexer.converters.png import encode_pngs
 from indexer.converters.splits import stratified_splits
 from indexer.imageset import IMAGE_SET_SCHEMA, DatasetInfo, SplitProtocol, write_image_set
@@ -30,7 +31,7 @@ CLASS_NAMES = (
     "Ankle boot",
 )
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-PROTOCOLS = ("fmnist-1", "fmnist-2")
+PROTOCOLS = FASHION_MNIST_PROTOCOLS
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

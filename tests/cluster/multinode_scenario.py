@@ -52,7 +52,7 @@ def main(workdir: str, port: int) -> dict[str, Any]:
     from indexer.build import build
     from indexer.codes import code_arrays, read_codes
     from indexer.converters.synthetic import make_synthetic
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
     from odh_core.models import create_encoder
     from serving.app import start_server
@@ -75,10 +75,10 @@ def main(workdir: str, port: int) -> dict[str, Any]:
         method="odh", layer="reactnet", binary=True, n_classes=4, provenance={"test": "multinode"},
     )  # fmt: skip
     save_checkpoint(model, config, str(work / "encoder"))
-    summary = encode(
+    summary = encode(EncodeConfig(
         str(work / "images"), str(work / "encoder"), str(work / "codes"),
         batch_size=8, concurrency=2, num_cpus=0.5,
-    )  # fmt: skip
+    ))  # fmt: skip
     out["encoded"] = summary.encoded
     out["encode_nodes"] = _nodes_of("EncodeBatch")
     build(str(work / "codes"), str(work / "index"), n_shards=2, nlist=4, seed=0)
@@ -88,7 +88,7 @@ def main(workdir: str, port: int) -> dict[str, Any]:
     queries = codes[:4]
     url = start_server(
         str(work / "index"), port=port, groups=2, timeout_s=2.0,
-        extra_args={"searcher_resource": 1, "searcher_cpus": 0.25},
+        searcher_resource=1, searcher_cpus=0.25,
     )  # fmt: skip
     client = ODHClient(url, timeout=30)
     full = _search_until(client, queries, want_partial=False, deadline_s=120)

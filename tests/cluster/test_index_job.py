@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.cli import build_parser
+from cluster.cli import parse_command
 from cluster.index_job import IndexJobConfig, index, project_runtime_env
 
 
@@ -24,13 +24,9 @@ def test_job_command_is_a_valid_odh_index_command_line() -> None:
     config = IndexJobConfig(images="s3://b/images", checkpoint="s3://b/enc", output="s3://b/job",
                             n_shards=8, nlist=256)  # fmt: skip
     argv = config.command("auto")
-    args = build_parser().parse_args(argv[1:])
-    assert (args.images, args.checkpoint, args.output) == (
-        "s3://b/images",
-        "s3://b/enc",
-        "s3://b/job",
-    )
-    assert (args.shards, args.nlist, args.address) == (8, 256, "auto")
+    assert argv[:2] == ["odh", "index"]
+    _, (job, submit, runtime), _ = parse_command(argv[1:])
+    assert job == config and submit.submit is None and runtime.address == "auto"
     assert shlex.split(shlex.join(argv)) == argv
 
 

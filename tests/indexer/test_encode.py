@@ -13,7 +13,7 @@ import pytest
 from indexer.build import build
 from indexer.codes import code_arrays, read_codes, read_encode_info, read_rejects
 from indexer.converters.synthetic import make_synthetic
-from indexer.encode import encode
+from indexer.encode import EncodeConfig, encode
 from indexer.evaluate import evaluate
 from indexer.imageset import read_image_set
 from indexer.shards import load_shard, search_shards
@@ -58,7 +58,7 @@ def test_encode_with_corrupt_row(
     from odh_core.encoder import Encoder
 
     out = str(tmp_path / "codes")
-    summary = encode(corrupt_set, tiny_checkpoint, out, batch_size=8, concurrency=1, num_cpus=0.5)
+    summary = encode(EncodeConfig(corrupt_set, tiny_checkpoint, out, batch_size=8, num_cpus=0.5))
     assert (summary.read, summary.encoded, summary.rejected) == (48, 47, 1)
     assert summary.images_per_s > 0
 
@@ -97,7 +97,7 @@ def test_encode_with_corrupt_row(
     assert 'odh_job_bytes_total{stage="read"}' in prom and "odh_job_stage_seconds" in prom
 
     # rerunning replaces the previous output rather than adding to it
-    again = encode(corrupt_set, tiny_checkpoint, out, batch_size=16)
+    again = encode(EncodeConfig(corrupt_set, tiny_checkpoint, out, batch_size=16))
     assert (again.encoded, again.rejected) == (47, 1)
     assert read_codes(out).num_rows == 47
 

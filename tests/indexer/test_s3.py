@@ -84,7 +84,7 @@ def test_encode_and_build_on_s3(
     import torch
 
     from indexer.codes import read_codes
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
     from odh_core.models import create_encoder
 
@@ -93,7 +93,7 @@ def test_encode_and_build_on_s3(
     config = EncoderConfig(name="resnet_small", n_bits=16, image_size=28, channels=1, n_classes=3)
     save_checkpoint(create_encoder("resnet_small", n_bits=16, n_classes=3), config, ckpt)
     make_synthetic("s3://odh/enc-images", n_classes=3, per_class=6, storage_options=s3)
-    summary = encode("s3://odh/enc-images", ckpt, "s3://odh/enc-codes", batch_size=8,
+    summary = encode(EncodeConfig("s3://odh/enc-images", ckpt, "s3://odh/enc-codes", batch_size=8),
                      storage_options=s3)  # fmt: skip
     assert (summary.read, summary.encoded, summary.rejected) == (18, 18, 0)
     assert storage.exists("s3://odh/enc-codes/metrics.prom", s3)

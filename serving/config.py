@@ -1,0 +1,151 @@
+"""``ServeConfig``: the options of the query application, the single source of their defaults.
+
+Light (no Ray import): ``odh serve`` and ``docs/cli.md`` are generated from these fields, and
+``serving.app.build_app`` validates the dict that ``serve run`` / a Serve config file passes into
+this model (unknown keys are refused, naming them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from odh_core.options import option
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "HttpConfig", "ServeConfig", "list_placements"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def list_placements() -> list[str]:
+    """The serving layouts (``serving.layout.PLACEMENTS``)."""
+    from serving.layout import PLACEMENTS
+
+    return list(PLACEMENTS)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The query application over one index directory (``build_app`` args)."""
+
+    index: str = option(help="index directory, local or s3://")
+    groups: int = option(1, help="searcher groups (placement split)")
+    replicas: int = option(1, help="replicas per searcher group")
+    placement: str = option(
+        "split",
+        help="split: shards cut into --groups; node: one group per manifest shard group; "
+        "ingress: the ingress holds every shard (no search hop, one node)",
+        choices=list_placements,
+    )
+    num_cpus: float = option(0.25, help="CPUs per ingress/encoder replica", flag="--replica-cpus")
+    searcher_cpus: float | None = option(
+        None, help="CPUs per searcher replica (default: --replica-cpus)"
+    )
+    num_threads: int | None = option(
+        None, help="FAISS threads per searcher replica (default: its CPUs rounded down, >= 1)"
+    )
+    searcher_resource: float = option(
+        0.0, help="units of the custom resource 'searcher' per searcher replica (0: none)"
+    )
+    timeout_s: float = option(5.0, help="per-group deadline (s)")
+    encode_timeout_s: float | None = option(
+        None, help="query-encoder deadline (s; default: --timeout-s)"
+    )
+    device: str = option("cpu", help="query encoder device (cpu, cuda)")
+    checkpoint: str | None = option(
+        None, help="encoder checkpoint (default: the one the manifest names)"
+    )
+    mmap_threshold_mb: float = option(
+        256.0, help="memory-map local shard files at least this large (MiB)"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            raise ValueError("ServeConfig: 'index' (index directory) is required")
+        for name in ("groups", "replicas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.placement not in list_placements():
+            raise ValueError(
+                f"ServeConfig.placement must be one of {list_placements()}, got {self.placement!r}"
+            )
+        for name in ("num_cpus", "searcher_cpus", "timeout_s", "encode_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"ServeConfig.{name} must be > 0, got {value!r}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"ServeConfig.num_threads must be >= 1, got {self.num_threads}")
+        if self.searcher_resource < 0:
+            raise ValueError(
+                f"ServeConfig.searcher_resource must be >= 0, got {self.searcher_resource}"
+            )
+        if self.mmap_threshold_mb < 0:
+            raise ValueError(
+                f"ServeConfig.mmap_threshold_mb must be >= 0, got {self.mmap_threshold_mb}"
+            )
+
+    @property
+    def effective_searcher_cpus(self) -> float:
+        return self.searcher_cpus if self.searcher_cpus is not None else self.num_cpus
+
+    @property
+    def effective_num_threads(self) -> int:
+        if self.num_threads is not None:
+            return self.num_threads
+        return max(1, math.floor(self.effective_searcher_cpus))
+
+    @property
+    def effective_encode_timeout_s(self) -> float:
+        return self.encode_timeout_s if self.encode_timeout_s is not None else self.timeout_s
+
+    @classmethod
+    def from_dict(cls, args: Mapping[str, Any]) -> ServeConfig:
+        """Validate a ``serve run`` / Serve-config-file args dict (unknown keys are refused)."""
+        if isinstance(args, ServeConfig):
+            return args
+        if not isinstance(args, Mapping):
+            raise TypeError(f"build_app: args must be a dict, got {type(args).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ValueError(f"build_app: unknown argument(s) {unknown}; known: {sorted(known)}")
+        if not args.get("index"):
+            raise ValueError("build_app: 'index' (index directory) is required")
+        hints = {"int": int, "float": float, "str": str}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in args:
+                continue
+            value = args[f.name]
+            base = str(f.type).split(" | ")[0]
+            if value is not None and base in hints:
+                try:
+                    value = hints[base](value)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"build_app: {f.name} must be of type {base}, got {value!r}"
+                    ) from exc
+            values[f.name] = value
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"build_app: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Where ``start_server`` listens (Serve's HTTP proxy)."""
+
+    host: str = option(DEFAULT_HOST, help="HTTP host of the query API")
+    port: int = option(DEFAULT_PORT, help="HTTP port of the query API")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"HttpConfig.port must be in 1..65535, got {self.port}")
