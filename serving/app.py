@@ -58,6 +58,8 @@ def build_app(
         device: torch device of the query encoder (default ``cpu``).
         checkpoint: override the encoder checkpoint named in the manifest.
         mmap_threshold_mb: memory-map local shard files at least this large (default 256).
+        images: image set whose bytes ``GET /v1/images/{id}`` and the search page show
+            (default: the one the index was encoded from, per its manifest's provenance).
 
     ``ingress_env``: environment variables of the ingress replica (``start_server`` passes
     ``ODH_ADMIN_TOKEN`` this way).
@@ -81,6 +83,7 @@ def build_app(
         "device",
         "checkpoint",
         "mmap_threshold_mb",
+        "images",
     }
     unknown = sorted(set(args) - known)
     if unknown:
@@ -147,6 +150,7 @@ def build_app(
         "index": index_dir,
         "replicas": replicas,
         "placement": placement,
+        "images": str(args["images"]) if args.get("images") else None,
     }
     logger.info(
         "odh app: %d shards in %d groups × %d replicas, %d bits, %d FAISS threads",
