@@ -51,6 +51,7 @@ from serving.schemas import (
     StatsResponse,
     error_responses,
     format_validation_errors,
+    hex_code_pattern,
 )
 
 __all__ = ["Ingress", "QueryRouter", "SearchFailure", "app"]
@@ -71,7 +72,11 @@ _STATIC = {
     "style.css": "text/css; charset=utf-8",
 }
 
+# /openapi.json and /docs are routes of the Ingress below: the document names the served n_bits.
 app = FastAPI(
+    openapi_url=None,
+    docs_url=None,
+    redoc_url=None,
     title="ODH index query API",
     version="1",
     description="Hamming top-k over one-bit deep hashing codes. Search by `images` (base64), "
@@ -171,6 +176,38 @@ class Ingress(QueryRouter):
         self._stores: dict[str, Any] = {}
         self._ids: dict[int, np.ndarray] = {}
         self._load_lock = asyncio.Lock()
+        self._openapi_doc: dict[str, Any] | None = None
+
+    def _openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, with code strings of exactly this index's ``n_bits``."""
+        if self._openapi_doc is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            codes = doc["components"]["schemas"]["SearchRequest"]["properties"]["codes"]
+            width = self.n_bits // 4
+            for alternative in codes.get("anyOf", []):
+                if alternative.get("type") == "array":
+                    alternative["items"].update(
+                        pattern=hex_code_pattern(self.n_bits), minLength=width, maxLength=width
+                    )
+            codes["description"] = f"hex of packed {self.n_bits}-bit codes ({width} hex digits)"
+            self._openapi_doc = doc
+        return self._openapi_doc
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(self) -> JSONResponse:
+        """The OpenAPI document of this deployment."""
+        return JSONResponse(self._openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(self) -> Response:
+        """Swagger UI over ``openapi.json`` (relative: works under any route prefix)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="openapi.json", title=f"{app.title} — docs")
 
     @app.post(
         "/v1/search",

@@ -20,10 +20,11 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
-    StrictInt,
     StrictStr,
     model_validator,
 )
@@ -68,9 +69,42 @@ def _check_hex_code(value: str) -> str:
     return value
 
 
-Base64Image = Annotated[str, AfterValidator(_check_base64_image)]
-HexCode = Annotated[str, AfterValidator(_check_hex_code)]
-IndexId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+#: JSON-schema pattern of standard base64 (what ``base64.b64decode(validate=True)`` accepts).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: JSON-schema pattern of a hex code; the served app narrows it to its exact ``n_bits / 4``.
+HEX_PATTERN = r"^(?:[0-9a-fA-F]{2})+$"
+
+
+def hex_code_pattern(n_bits: int) -> str:
+    """The pattern of one ``n_bits``-bit code in hex (``n_bits / 4`` digits)."""
+    return f"^[0-9a-fA-F]{{{n_bits // 4}}}$"
+
+
+Base64Image = Annotated[
+    str,
+    AfterValidator(_check_base64_image),
+    Field(
+        json_schema_extra={"pattern": BASE64_PATTERN, "minLength": 4, "maxLength": _MAX_B64_CHARS}
+    ),
+]
+HexCode = Annotated[
+    str,
+    AfterValidator(_check_hex_code),
+    Field(
+        json_schema_extra={"pattern": HEX_PATTERN, "minLength": 2, "maxLength": 2 * MAX_CODE_BYTES}
+    ),
+]
+
+
+def _integral(value: object) -> object:
+    """A JSON number with no fractional part (``3.0``) is an integer, as JSON Schema says;
+    booleans and strings stay rejected (strict ints)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+IndexId = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1), BeforeValidator(_integral)]
 
 
 #: The three query kinds of a ``SearchRequest`` (exactly one per request).
@@ -101,12 +135,13 @@ class SearchRequest(BaseModel):
     ids: list[IndexId] | None = Field(
         default=None, min_length=1, max_length=MAX_BATCH, description="indexed ids to query by"
     )
-    k: StrictInt = Field(default=10, ge=1, le=MAX_K)
-    nprobe: StrictInt | None = Field(default=None, ge=1)
-    max_distance: StrictInt | None = Field(
+    k: Annotated[int, Strict(), Field(ge=1, le=MAX_K), BeforeValidator(_integral)] = 10
+    nprobe: Annotated[int, Strict(), Field(ge=1), BeforeValidator(_integral)] | None = None
+    max_distance: (
+        Annotated[int, Strict(), Field(ge=0, le=8 * MAX_CODE_BYTES), BeforeValidator(_integral)]
+        | None
+    ) = Field(
         default=None,
-        ge=0,
-        le=8 * MAX_CODE_BYTES,
         description="Hamming radius: only hits with distance <= max_distance (still at most k)",
     )
     require_all: StrictBool = Field(
