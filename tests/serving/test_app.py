@@ -370,3 +370,16 @@ def test_ingress_placement_searches_without_a_hop(server: str, index: Index) -> 
             _assert_exact(by_id, _brute_force(index.codes, index.ids, index.codes[pick], 8))
     finally:
         serve.delete("odh-local")
+
+
+def test_images_without_a_known_image_set_are_a_clear_404(server: str, index: Index) -> None:
+    """This fixture's codes name no image set: thumbnails say so, the page still loads."""
+    resp = httpx.get(f"{server}/v1/images/{int(index.ids[0])}", timeout=30)
+    assert resp.status_code == 404 and "image set" in resp.json()["detail"], resp.text
+    page = httpx.get(f"{server}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "static/app.js" in page.text
+    script = httpx.get(f"{server}/static/app.js", timeout=30)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    sample = httpx.get(f"{server}/v1/sample", params={"n": 5, "seed": 1}, timeout=30).json()
+    assert len(sample["ids"]) == 5 and set(sample["ids"]) <= set(index.ids.tolist())
