@@ -167,7 +167,7 @@ def _warmup(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = state["global_epoch"] + 1
-    progress = _Progress(ctx, cfg.n_epochs, start)
+    progress = _Progress(ctx, cfg.n_epochs)
     for epoch in range(start, cfg.warmup_epochs):
         wrapped.train()
         t0, total, n = time.perf_counter(), 0.0, 0
@@ -312,7 +312,7 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         best_state, best_map = hash_state["best_state"], hash_state["best_map"]
         best_epoch, step = hash_state["best_epoch"], hash_state["step"]
         start = hash_state["global_epoch"] + 1 - n_warm
-    progress = _Progress(ctx, cfg.n_epochs, start + n_warm)
+    progress = _Progress(ctx, cfg.n_epochs)
     for epoch in range(start, cfg.transition_epoch + cfg.stage2_epochs):
         stage = 1 if epoch < cfg.transition_epoch else 2
         wrapped.train()
@@ -435,13 +435,12 @@ class _Progress:
     _LINE_EVERY_S = 15.0
     _BAR_EVERY_S = 0.5
 
-    def __init__(self, ctx: LoopContext, total_epochs: int, done_before: int) -> None:
+    def __init__(self, ctx: LoopContext, total_epochs: int) -> None:
         import sys
 
         self.enabled = ctx.rank == 0
         self.tty = self.enabled and sys.stderr.isatty()
         self.total_epochs = max(1, total_epochs)
-        self.done_before = done_before  # epochs finished before this run started (resume)
         self.epoch_seconds: list[float] = []
         self._bar: Any = None
         if self.enabled and not self.tty and not logging.getLogger().handlers:
