@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool bench-quality bench-build bench-serve clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,15 @@ fashion-mnist:
 promtool:
 	@bash infra/scripts/ensure-promtool.sh
 
+chromium:
+	@bash infra/scripts/ensure-chromium.sh
+
 ## demo: the whole pipeline on Fashion-MNIST on an embedded Ray cluster (artefacts in ./odh-data)
 demo: $(STAMP) fashion-mnist
 	$(BIN)/odh demo --workdir odh-data
 
 ## test: the default suite (unit + e2e, not `slow`)
-test: $(STAMP) fashion-mnist promtool
+test: $(STAMP) fashion-mnist promtool chromium
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## test-all: everything, the slow tests too (DDP, killed training worker, S3 encode+build)

@@ -167,9 +167,14 @@ def _warmup(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = state["global_epoch"] + 1
+    progress = _Progress(ctx, cfg.n_epochs)
     for epoch in range(start, cfg.warmup_epochs):
         wrapped.train()
         t0, total, n = time.perf_counter(), 0.0, 0
+        progress.start(
+            f"epoch {epoch + 1}/{cfg.n_epochs} (warm-up)",
+            _n_batches(len(train), cfg.batch_size),
+        )
         for idx in shuffled_batches(len(train), cfg.batch_size, rngs.rng):
             xb, yb = train.batch(idx)
             x = train.normalise(augment(xb, WEAK, rngs.gen))
@@ -179,6 +184,7 @@ def _warmup(
             opt.step()
             sched.step()
             total, n = total + loss.detach(), n + 1
+            progress.step(total, n)
         rec = {
             "stage": 0,
             "epoch": epoch,
@@ -187,7 +193,8 @@ def _warmup(
             "epoch_s": time.perf_counter() - t0,
         }
         history.append(rec)
-        logger.info("warm-up %s", rec)
+        logger.debug("warm-up %s", rec)
+        progress.end(rec, -1.0)
 
         def state_fn(epoch: int = epoch) -> dict[str, Any]:
             return {
@@ -305,10 +312,15 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         best_state, best_map = hash_state["best_state"], hash_state["best_map"]
         best_epoch, step = hash_state["best_epoch"], hash_state["step"]
         start = hash_state["global_epoch"] + 1 - n_warm
+    progress = _Progress(ctx, cfg.n_epochs)
     for epoch in range(start, cfg.transition_epoch + cfg.stage2_epochs):
         stage = 1 if epoch < cfg.transition_epoch else 2
         wrapped.train()
         t0, total, n = time.perf_counter(), 0.0, 0
+        progress.start(
+            f"epoch {epoch + n_warm + 1}/{cfg.n_epochs} (stage {stage})",
+            steps1 if stage == 1 else steps2,
+        )
         data = train if stage == 1 else pool_data
         batches = (
             shuffled_batches(len(train), cfg.batch_size, rngs.rng)
@@ -327,6 +339,7 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
             if step < total_steps:
                 sched.step()
             step, total, n = step + 1, total + loss.detach(), n + 1
+            progress.step(total, n)
         rec: dict[str, Any] = {
             "stage": stage,
             "epoch": epoch,
@@ -336,12 +349,13 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         }
         if val is not None and db is not None:
             rec["val_map"] = _validate(encoder, val, db, cfg, ctx.device)
+        progress.end(rec, best_map)
         score = rec.get("val_map", float(epoch))
         if ctx.rank == 0 and score >= best_map:
             best_map, best_epoch = score, epoch
             best_state = _cpu_state(encoder)
         history.append(rec)
-        logger.info("stage %d epoch %d: %s", stage, epoch, rec)
+        logger.debug("stage %d epoch %d: %s", stage, epoch, rec)
 
         def state_fn(
             epoch: int = epoch,
@@ -409,3 +423,95 @@ def _step_loss(
     if logits is not None:
         loss = loss + cfg.w_cls_stage2 * classification_loss(logits, y)
     return loss
+
+
+class _Progress:
+    """Progress of one epoch on rank 0: a tqdm bar with the running loss on a terminal, else a
+    log line every ``_LINE_EVERY_S`` seconds (a log file or a Ray worker); then one epoch line
+    with the loss, validation mAP and the time left. ``TQDM_DISABLE=1`` turns the bar off.
+
+    The running loss is read from the accumulated tensor only when shown (no per-step sync)."""
+
+    _LINE_EVERY_S = 15.0
+    _BAR_EVERY_S = 0.5
+
+    def __init__(self, ctx: LoopContext, total_epochs: int) -> None:
+        import sys
+
+        self.enabled = ctx.rank == 0
+        self.tty = self.enabled and sys.stderr.isatty()
+        self.total_epochs = max(1, total_epochs)
+        self.epoch_seconds: list[float] = []
+        self._bar: Any = None
+        if self.enabled and not self.tty and not logging.getLogger().handlers:
+            # A Ray worker configures no logging: without a handler these lines would vanish.
+            if not logger.handlers:
+                handler = logging.StreamHandler(sys.stderr)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+                logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+    def start(self, title: str, n_batches: int) -> None:
+        self.title, self.n_batches, self.t0 = title, n_batches, time.perf_counter()
+        self.seen, self.last_show = 0, self.t0
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=n_batches, desc=title, unit="batch", leave=False)
+
+    def step(self, total: Any, n: int) -> None:
+        """After a batch: ``total`` is the summed loss (a tensor) over ``n`` batches."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self._bar is not None:
+            self._bar.update(n - self.seen)
+            self.seen = n
+            if now - self.last_show >= self._BAR_EVERY_S:
+                self._bar.set_postfix(loss=f"{float(total) / max(n, 1):.4f}", refresh=False)
+                self.last_show = now
+        elif not self.tty and now - self.last_show >= self._LINE_EVERY_S:
+            self.last_show = now
+            logger.info(
+                "%s: batch %d/%d (%.0f%%), loss %.4f, %.0f s",
+                self.title,
+                n,
+                self.n_batches,
+                100.0 * n / max(self.n_batches, 1),
+                float(total) / max(n, 1),
+                now - self.t0,
+            )
+
+    def end(self, rec: dict[str, Any], best_map: float) -> None:
+        """The epoch line: loss, validation mAP (best so far) and the time left."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if not self.enabled:
+            return
+        self.epoch_seconds.append(float(rec["epoch_s"]))
+        done = int(rec["global_epoch"]) + 1
+        left = max(0, self.total_epochs - done)
+        eta = left * float(np.mean(self.epoch_seconds))
+        parts = [f"{self.title} done: loss {rec['loss']:.4f}"]
+        if "val_map" in rec:
+            parts.append(f"val mAP {rec['val_map']:.4f} (best {max(best_map, rec['val_map']):.4f})")
+        parts.append(f"{rec['epoch_s']:.1f} s")
+        parts.append(f"{left} epoch{'s' if left != 1 else ''} left, ~{_duration(eta)}")
+        line = ", ".join(parts)
+        if self.tty:
+            from tqdm import tqdm
+
+            tqdm.write(line)
+        else:
+            logger.info("%s", line)
+
+
+def _duration(seconds: float) -> str:
+    """``75`` → ``1m15s``; ``3725`` → ``1h02m``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -98,6 +98,7 @@ def build_app(
         "index": index_dir,
         "replicas": replicas,
         "placement": placement,
+        "images": cfg.images,
     }
     logger.info(
         "odh app: %d shards in %d groups × %d replicas, %d bits, %d FAISS threads",

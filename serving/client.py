@@ -49,6 +49,10 @@ class SearchResult:
     missing_groups: list[int] = field(default_factory=list)
     n_bits: int = 0
     generation: int = 0
+    #: Serve handle hops the request took (measured by the ingress; with ``trace=True`` only).
+    hops: int | None = None
+    #: Milliseconds per stage of the request path (``Server-Timing``; with ``trace=True`` only).
+    timing_ms: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.results)
@@ -83,6 +87,19 @@ def _codes_to_hex(codes: np.ndarray | Sequence[str]) -> list[str]:
     return out
 
 
+def _server_timing(header: str) -> dict[str, float]:
+    """``{"search": 1.2, ...}`` from a ``Server-Timing: search;dur=1.2, ...`` header."""
+    out: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, rest = item.strip().partition(";")
+        if name and rest.startswith("dur="):
+            try:
+                out[name] = float(rest[4:])
+            except ValueError:
+                continue
+    return out
+
+
 class ODHClient:
     """Blocking HTTP client of an ODH query server.
 
@@ -106,6 +123,9 @@ class ODHClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -117,7 +137,7 @@ class ODHClient:
             except ValueError:
                 message = response.text
             raise ODHClientError(response.status_code, str(message))
-        return response.json()
+        return response
 
     def search(
         self,
@@ -128,11 +148,13 @@ class ODHClient:
         nprobe: int | None = None,
         max_distance: int | None = None,
         require_all: bool = False,
+        trace: bool = False,
     ) -> SearchResult:
         """Search by exactly one of raw image bytes, packed codes (array or hex strings) or ids.
 
         ``max_distance`` keeps only hits with Hamming distance ``<= max_distance`` (still at most
-        ``k``); ``require_all`` turns a partial answer (a searcher group missing) into HTTP 503.
+        ``k``); ``require_all`` turns a partial answer (a searcher group missing) into HTTP 503;
+        ``trace`` asks the ingress for the measured request path (``hops``, ``timing_ms``).
         """
         given = [
             n for n, v in (("images", images), ("codes", codes), ("ids", ids)) if v is not None
@@ -152,13 +174,18 @@ class ODHClient:
             body["codes"] = _codes_to_hex(codes)
         else:
             body["ids"] = [int(i) for i in ids or []]
-        raw = self._request("POST", "/v1/search", json=body)
+        headers = {"X-ODH-Trace": "1"} if trace else None
+        response = self._send("POST", "/v1/search", json=body, headers=headers)
+        raw = response.json()
+        hops = response.headers.get("X-ODH-Hops")
         return SearchResult(
             results=[[Hit(**hit) for hit in row] for row in raw["results"]],
             partial=bool(raw.get("partial", False)),
             missing_groups=list(raw.get("missing_groups", [])),
             n_bits=int(raw.get("n_bits", 0)),
             generation=int(raw.get("generation", 0)),
+            hops=int(hops) if hops is not None else None,
+            timing_ms=_server_timing(response.headers.get("Server-Timing", "")),
         )
 
     def healthz(self) -> dict[str, Any]:

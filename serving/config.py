@@ -62,6 +62,11 @@ class ServeConfig:
     mmap_threshold_mb: float = option(
         256.0, help="memory-map local shard files at least this large (MiB)"
     )
+    images: str | None = option(
+        None,
+        help="image set whose bytes GET /v1/images/{id} and the search page show "
+        "(default: the one the index was encoded from, per the manifest's provenance)",
+    )
 
     def __post_init__(self) -> None:
         if not self.index:

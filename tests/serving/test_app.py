@@ -248,14 +248,28 @@ def test_max_distance_and_stats_hops(client: ODHClient, index: Index) -> None:
         assert row[0].distance == 0
     assert not client.search(codes=index.codes[:1], k=5, require_all=True).partial
     stats = client.stats()
-    assert stats["hops"] == {"codes": 1, "images": 2, "ids": 2, "stats": 1, "healthz": 0}
     assert stats["replicas"] == 1 and stats["placement"] == "split"
     assert all(g["held_generations"] == [1] for g in stats["groups"])
+
+
+def test_hops_are_measured_on_the_request_path(client: ODHClient, index: Index) -> None:
+    """The ingress traces the Serve handle calls each request makes (``X-ODH-Trace: 1``)."""
+    by_codes = client.search(codes=index.codes[:1], k=3, trace=True)
+    by_ids = client.search(ids=[int(index.ids[0])], k=3, trace=True)
+    by_image = client.search(images=[index.images[0]], k=3, trace=True)
+    assert (by_codes.hops, by_ids.hops, by_image.hops) == (1, 2, 2)
+    assert set(by_codes.timing_ms) == {"search", "total"}
+    assert set(by_ids.timing_ms) == {"lookup", "search", "total"}
+    assert set(by_image.timing_ms) == {"encode", "search", "total"}
+    assert by_image.timing_ms["total"] >= by_image.timing_ms["encode"] > 0
+    assert client.search(codes=index.codes[:1], k=3).hops is None  # only when asked
 
 
 def test_openapi_docs_are_served(server: str) -> None:
     spec = httpx.get(f"{server}/openapi.json", timeout=30).json()
     assert {"/v1/search", "/v1/healthz", "/v1/stats", "/v1/admin/reload"} <= set(spec["paths"])
+    codes = spec["components"]["schemas"]["SearchRequest"]["properties"]["codes"]["anyOf"][0]
+    assert codes["items"]["minLength"] == codes["items"]["maxLength"] == N_BITS // 4
     assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
 
 
@@ -326,7 +340,15 @@ def test_ingress_placement_searches_without_a_hop(server: str, index: Index) -> 
     try:
         with ODHClient(url, timeout=60) as local:
             stats = local.stats()
-            assert stats["hops"]["codes"] == 0 and stats["hops"]["images"] == 1
+            hops = [
+                local.search(trace=True, k=3, **query).hops
+                for query in (
+                    {"codes": index.codes[:1]},
+                    {"images": index.images[:1]},
+                    {"ids": [int(index.ids[0])]},
+                )
+            ]
+            assert hops == [0, 1, 0]  # only the encoder is a Serve hop
             assert len(stats["groups"]) == 1 and stats["ntotal"] == N_DB
             rng = np.random.default_rng(2)
             queries = rng.integers(0, 256, size=(4, N_BITS // 8), dtype=np.uint8)
@@ -337,3 +359,16 @@ def test_ingress_placement_searches_without_a_hop(server: str, index: Index) -> 
             _assert_exact(by_id, _brute_force(index.codes, index.ids, index.codes[pick], 8))
     finally:
         serve.delete("odh-local")
+
+
+def test_images_without_a_known_image_set_are_a_clear_404(server: str, index: Index) -> None:
+    """This fixture's codes name no image set: thumbnails say so, the page still loads."""
+    resp = httpx.get(f"{server}/v1/images/{int(index.ids[0])}", timeout=30)
+    assert resp.status_code == 404 and "image set" in resp.json()["detail"], resp.text
+    page = httpx.get(f"{server}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "static/app.js" in page.text
+    script = httpx.get(f"{server}/static/app.js", timeout=30)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    sample = httpx.get(f"{server}/v1/sample", params={"n": 5, "seed": 1}, timeout=30).json()
+    assert len(sample["ids"]) == 5 and set(sample["ids"]) <= set(index.ids.tolist())

@@ -156,8 +156,9 @@ def test_stats_reports_missing_group() -> None:
     ids, codes = _data()
     router = _router([FakeGroup(ids[:25], codes[:25]), FakeGroup(ids[25:], codes[25:], fail=True)])
     stats = asyncio.run(router.collect_stats())
-    assert stats["missing_groups"] == [1] and stats["groups"][0]["ntotal"] == 25
-    assert stats["groups"][1]["available"] is False and stats["n_bits"] == N_BITS
+    assert stats.missing_groups == [1] and stats.groups[0].ntotal == 25
+    assert stats.groups[1].available is False and stats.groups[1].ntotal is None
+    assert stats.n_bits == N_BITS and stats.groups[1].shards == [1]
 
 
 class _Recorder:
@@ -247,3 +248,32 @@ def test_metrics_record_stages_groups_and_partials() -> None:
     assert {"stage", "group"} <= set(names)
     assert {c[1] for c in recorder.calls if c[0] == "stage"} == {"search", "merge"}
     assert router.served.specs is None  # fakes get no GroupSpec
+
+
+def test_trace_records_every_call_of_the_request_path() -> None:
+    """The trace lists the calls made, per stage; fakes are no Serve handles → 0 hops."""
+    from serving.fanout import RequestTrace, current_trace
+
+    ids, codes = _data()
+    router = _router([FakeGroup(ids[:25], codes[:25]), FakeGroup(ids[25:], codes[25:])])
+
+    async def traced(body: dict) -> RequestTrace:
+        trace = RequestTrace()
+        token = current_trace.set(trace)
+        try:
+            await router.run_search(SearchRequest.model_validate(body))
+        finally:
+            current_trace.reset(token)
+        return trace
+
+    by_ids = asyncio.run(traced({"ids": [int(ids[0])], "k": 3}))
+    assert [(c.stage, c.target) for c in by_ids.calls] == [
+        ("lookup", "FakeGroup"),
+        ("lookup", "FakeGroup"),
+        ("search", "FakeGroup"),
+        ("search", "FakeGroup"),
+    ]
+    assert by_ids.hops == 0 and set(by_ids.stage_seconds()) == {"lookup", "search"}
+    by_codes = asyncio.run(traced({"codes": [codes[0].tobytes().hex()], "k": 3}))
+    assert [c.stage for c in by_codes.calls] == ["search", "search"]
+    assert current_trace.get() is None  # nothing recorded outside a traced request
