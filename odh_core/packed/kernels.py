@@ -95,12 +95,12 @@ def pack_weight_signs(signs: np.ndarray) -> np.ndarray:
 
 
 def border_corrections(signs: np.ndarray) -> np.ndarray:
-    """``int64[16, OC]``: popcount of the weight bits on the taps a border class pads.
+    """``int16[16, OC]``: popcount of the weight bits on the taps a border class pads.
 
     Class bits: 1 top row padded, 2 bottom row, 4 left column, 8 right column.
     """
     per_tap = signs.reshape(signs.shape[0], signs.shape[1], 9).sum(axis=1).astype(np.int64)
-    corr = np.zeros((16, signs.shape[0]), dtype=np.int64)
+    corr = np.zeros((16, signs.shape[0]), dtype=np.int16)
     for cls in range(16):
         for t in range(9):
             ky, kx = divmod(t, 3)

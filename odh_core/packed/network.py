@@ -71,8 +71,8 @@ def binary_weight_signs(conv: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         if isinstance(conv, BinaryConv2d):
             wb = binarize_weight(conv.weight, conv.cfg.weight_mode, conv.ede_t).float()
-        elif hasattr(conv, "weight") and type(conv).__name__ == "PackedBinaryConv2d":
-            wb = conv.weight.float()
+        elif type(conv).__name__ == "PackedBinaryConv2d":
+            wb = conv.weight.float()  # signs · scale
         else:
             raise PackedUnsupportedError(f"not a binary convolution: {type(conv).__name__}")
     if tuple(wb.shape[2:]) != (3, 3):
@@ -99,7 +99,7 @@ class PackedBlock:
     stride: int
     beta: np.ndarray
     weight_words: np.ndarray  # uint64[KW, OC]
-    corr: np.ndarray  # int64[16, OC]
+    corr: np.ndarray  # int16[16, OC]
     scale: np.ndarray
     alpha: np.ndarray
     bias: np.ndarray
