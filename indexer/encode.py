@@ -27,6 +27,7 @@ from indexer.codes import (
 )
 from indexer.imageset import ImageSetError, check_part_schema, list_parts, read_info
 from indexer.job_metrics import JobMetrics
+from odh_core.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,16 @@ class EncodeConfig:
     writer_num_cpus: float = 0.25
     torch_threads: int = 1
     num_gpus: float = 0.0
+    inference: str = option(
+        "packed",
+        help="CPU inference of binary models: packed (XNOR/popcount kernels, identical codes) "
+        "or float (torch); GPUs and full-precision models always use float",
+        choices=("packed", "float"),
+    )
 
     def __post_init__(self) -> None:
+        if self.inference not in ("packed", "float"):
+            raise ValueError(f"inference must be 'packed' or 'float', got {self.inference!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.concurrency < 1:
@@ -84,10 +93,18 @@ def _error_text(exc: BaseException) -> str:
 class EncodeBatch:
     """Ray Data actor UDF: loads the encoder once, turns image rows into code or reject rows."""
 
-    def __init__(self, checkpoint: str, torch_threads: int = 1, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        torch_threads: int = 1,
+        device: str = "cpu",
+        inference: str = "packed",
+    ) -> None:
         from odh_core.encoder import Encoder
 
-        self.encoder = Encoder.from_checkpoint(checkpoint, device=device, num_threads=torch_threads)
+        self.encoder = Encoder.from_checkpoint(
+            checkpoint, device=device, num_threads=torch_threads, inference=inference
+        )
         self.width = self.encoder.n_bits // 8
 
     def _encode_rows(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str | None]]:
@@ -243,6 +260,7 @@ def encode(
     concurrency: int = 1,
     num_cpus: float = 0.5,
     num_gpus: float = 0.0,
+    inference: str = "packed",
     pushgateway: str | None = None,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
@@ -268,6 +286,7 @@ def encode(
         concurrency=concurrency,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        inference=inference,
     )
     metrics = JobMetrics("odh_encode")
     t0 = time.perf_counter()
@@ -280,7 +299,7 @@ def encode(
         schema = check_part_schema(uri, storage_options)
         columns = [c for c in ("id", "image", "key", "label", "split") if c in schema.names]
     n_rows = _check_ids(parts, storage_options)
-    n_bits = Encoder.from_checkpoint(cfg.checkpoint).n_bits
+    n_bits = Encoder.from_checkpoint(cfg.checkpoint, inference="float").n_bits
     logger.info(
         "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
         cfg.image_set, n_rows, len(parts), cfg.checkpoint, n_bits, cfg.concurrency, cfg.batch_size,
@@ -298,6 +317,7 @@ def encode(
             "checkpoint": cfg.checkpoint,
             "torch_threads": cfg.torch_threads,
             "device": "cuda" if cfg.num_gpus > 0 else "cpu",
+            "inference": cfg.inference,
         },
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
         num_cpus=cfg.num_cpus,

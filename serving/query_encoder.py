@@ -36,14 +36,24 @@ class QueryEncoderCore:
     Args:
         checkpoint: encoder checkpoint directory/URI.
         device: torch device.
-        num_threads: torch threads of this replica.
+        num_threads: torch (and packed-kernel) threads of this replica.
+        inference: ``packed`` (bit-packed XNOR/popcount kernels for binary models on CPU, codes
+            identical to the float path) or ``float`` (torch).
     """
 
-    def __init__(self, checkpoint: str, device: str = "cpu", num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str = "cpu",
+        num_threads: int = 1,
+        inference: str = "packed",
+    ) -> None:
         from odh_core.encoder import Encoder
 
         self.checkpoint = checkpoint
-        self.encoder = Encoder.from_checkpoint(checkpoint, device=device, num_threads=num_threads)
+        self.encoder = Encoder.from_checkpoint(
+            checkpoint, device=device, num_threads=num_threads, inference=inference
+        )
         self.n_bits = int(self.encoder.n_bits)
         logger.info("query encoder loaded %s (%d bits)", checkpoint, self.n_bits)
 
@@ -80,7 +90,12 @@ class QueryEncoderCore:
         """Checkpoint and code length."""
         config = getattr(self.encoder, "config", None)
         name = getattr(config, "name", None) if config is not None else None
-        return {"checkpoint": self.checkpoint, "n_bits": self.n_bits, "model": name}
+        return {
+            "checkpoint": self.checkpoint,
+            "n_bits": self.n_bits,
+            "model": name,
+            "inference": getattr(self.encoder, "inference_path", "float"),
+        }
 
 
 @serve.deployment(name="QueryEncoder", num_replicas=1, ray_actor_options={"num_cpus": 0.25})
