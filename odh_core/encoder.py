@@ -76,19 +76,17 @@ class Encoder:
         if reason is not None:
             logger.info("encoder: float path (%s)", reason)
             return
-        self._packed = PackedNet.from_model(self.model)
         self.inference_path = "packed"
-        size, ch = self.config.image_size, self.config.channels
-        with self._lock:  # compile (or load the cached kernels) now, not on the first batch
+        with self._lock:  # compile (or load the cached kernels) and verify now, not per batch
             self._set_kernel_threads()
-            self._packed(np.zeros((1, ch, size, size), dtype=np.float32))
+            self._packed = PackedNet.from_model(self.model, verify_size=self.config.image_size)
         logger.info("encoder: packed binary inference (%d blocks)", len(self._packed.blocks))
 
     def _set_kernel_threads(self) -> None:
         import numba
 
         limit = int(numba.config.NUMBA_NUM_THREADS)
-        wanted = self.num_threads or int(os.environ.get("OMP_NUM_THREADS", 0) or limit)
+        wanted = self.num_threads or torch.get_num_threads()
         numba.set_num_threads(max(1, min(wanted, limit)))
 
     @classmethod

@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 logger = logging.getLogger(__name__)
 
-SHORTCUT_NONE, SHORTCUT_IDENTITY, SHORTCUT_GIVEN = 0, 1, 2
+SHORTCUT_NONE, SHORTCUT_IDENTITY, SHORTCUT_GIVEN, SHORTCUT_DOWNSAMPLE = 0, 1, 2, 3
 POST_IDENTITY, POST_RPRELU, POST_HARDTANH = 0, 1, 2
 
 
@@ -127,6 +127,9 @@ def binary_block(
     stride: int,
     sc_mode: int,
     sc: np.ndarray,
+    sc_w: np.ndarray,
+    sc_alpha: np.ndarray,
+    sc_bias: np.ndarray,
     post_mode: int,
     p_in: np.ndarray,
     p_slope: np.ndarray,
@@ -138,8 +141,11 @@ def binary_block(
     ``out = post(fma(dot · scale, alpha, bias) + shortcut)``: ``dot`` is the ±1 convolution of
     ``sign(x − beta)`` (``beta`` empty: no shift) with the packed 3×3 weights ``wt`` (padding 1),
     ``scale`` the per-channel weight scale, ``alpha``/``bias`` the eval BatchNorm as torch folds
-    it; the shortcut is none (0), ``x`` itself (1) or the given NHWC array ``sc`` (2); post is
-    identity (0), RPReLU (1: shift ``p_in``, PReLU ``p_slope``, shift ``p_out``) or hardtanh (2).
+    it; the shortcut is none (0), ``x`` itself (1), the given NHWC array ``sc`` (2) or computed
+    here (3): AvgPool(stride, ceil mode, valid pixels only; a sequential sum ÷ count) + 1×1 conv
+    ``sc_w[C, OC]`` (sequential FMA over input channels) + BN ``fma(·, sc_alpha, sc_bias)``, the
+    order of torch's CPU kernels; post is identity (0), RPReLU (1: shift ``p_in``, PReLU
+    ``p_slope``, shift ``p_out``) or hardtanh (2).
     """
     n_img, h_in, w_in, c_in = x.shape
     h_out, w_out, c_out = out.shape[1], out.shape[2], out.shape[3]
@@ -165,6 +171,8 @@ def binary_block(
         patch32 = np.zeros(2 * n_words, dtype=np.uint32)
         patch = patch32.view(np.uint64)
         acc = np.zeros(c_out, dtype=np.int64)
+        short = np.zeros(c_out, dtype=np.float32)
+        pooled = np.zeros(c_in, dtype=np.float32)
         for oy in range(h_out):
             y0 = oy * stride - 1
             cls_y = (1 if y0 < 0 else 0) + (2 if y0 + 2 >= h_in else 0)
@@ -191,6 +199,24 @@ def binary_block(
                     p = patch[k]
                     for oc in range(c_out):
                         acc[oc] += popcount64(p ^ wt[k, oc])
+                if sc_mode == 3:
+                    ya, xa = oy * stride, ox * stride
+                    yb, xb = min(ya + stride, h_in), min(xa + stride, w_in)
+                    count = np.float32((yb - ya) * (xb - xa))
+                    for c in range(c_in):
+                        total = np.float32(0)
+                        for iy in range(ya, yb):
+                            for ix in range(xa, xb):
+                                total = total + x[n, iy, ix, c]
+                        pooled[c] = total / count
+                    for oc in range(c_out):
+                        short[oc] = 0
+                    for c in range(c_in):
+                        pc = pooled[c]
+                        for oc in range(c_out):
+                            short[oc] = fma32(pc, sc_w[c, oc], short[oc])
+                    for oc in range(c_out):
+                        short[oc] = fma32(short[oc], sc_alpha[oc], sc_bias[oc])
                 for oc in range(c_out):
                     dot = n_valid - 2 * (acc[oc] - corr[cls, oc])
                     v = fma32(np.float32(dot) * scale[oc], alpha[oc], bias[oc])
@@ -198,6 +224,8 @@ def binary_block(
                         v = v + x[n, oy, ox, oc]
                     elif sc_mode == 2:
                         v = v + sc[n, oy, ox, oc]
+                    elif sc_mode == 3:
+                        v = v + short[oc]
                     if post_mode == 1:
                         t = v - p_in[oc]
                         if not t > 0:
@@ -206,3 +234,34 @@ def binary_block(
                     elif post_mode == 2:
                         v = min(max(v, np.float32(-1)), np.float32(1))
                     out[n, oy, ox, oc] = v
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def stem_conv_bn(
+    x: np.ndarray, wt: np.ndarray, alpha: np.ndarray, bias: np.ndarray, out: np.ndarray
+) -> None:
+    """Full-precision k×k stem conv (stride 1, zero padding k // 2) + eval BN, NCHW in, NHWC out.
+
+    ``wt[C, k, k, OC]``; each output sums ``fma`` over (input channel, row, column) in that
+    order from 0, then ``fma(·, alpha, bias)`` — the order of torch's CPU kernels.
+    """
+    n_img, c_in, h, w = x.shape
+    k, c_out = wt.shape[1], wt.shape[3]
+    pad = k // 2
+    for n in prange(n_img):
+        acc = np.zeros(c_out, dtype=np.float32)
+        for oy in range(h):
+            for ox in range(w):
+                for oc in range(c_out):
+                    acc[oc] = 0
+                for c in range(c_in):
+                    for ky in range(k):
+                        iy = oy - pad + ky
+                        for kx in range(k):
+                            ix = ox - pad + kx
+                            if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                                v = x[n, c, iy, ix]
+                                for oc in range(c_out):
+                                    acc[oc] = fma32(v, wt[c, ky, kx, oc], acc[oc])
+                for oc in range(c_out):
+                    out[n, oy, ox, oc] = fma32(acc[oc], alpha[oc], bias[oc])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from odh_core.packed import kernels as K
 
 _E1 = np.zeros(0, dtype=np.float32)
+_E2 = np.zeros((0, 0), dtype=np.float32)
 _E4 = np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 
@@ -20,7 +21,7 @@ def _run(x: np.ndarray, beta: np.ndarray, signs: np.ndarray, stride: int) -> np.
     ones, zeros = np.ones(oc, np.float32), np.zeros(oc, np.float32)
     K.binary_block(
         x, beta, K.pack_weight_signs(signs), K.border_corrections(signs), ones, ones, zeros,
-        stride, K.SHORTCUT_NONE, _E4, K.POST_IDENTITY, _E1, _E1, _E1, out,
+        stride, K.SHORTCUT_NONE, _E4, _E2, _E1, _E1, K.POST_IDENTITY, _E1, _E1, _E1, out,
     )  # fmt: skip
     return out
 

@@ -46,7 +46,7 @@ def _trained_like(
 def _assert_identical(model: torch.nn.Module, x: torch.Tensor, chunk: int = 32) -> None:
     with torch.inference_mode():
         ref = model(x).numpy()
-    got = PackedNet.from_model(model, chunk=chunk)(x)
+    got = PackedNet.from_model(model, chunk=chunk, verify_size=x.shape[-1])(x)
     np.testing.assert_array_equal(pack_bits(got >= 0), pack_bits(ref >= 0))
     np.testing.assert_array_equal(got, ref)  # not only the signs: every output bit
 
@@ -57,6 +57,36 @@ def test_all_binary_layers_identical_on_random_inputs(layer: str) -> None:
     gen = torch.Generator().manual_seed(2)
     _assert_identical(model, torch.randn(40, 1, 28, 28, generator=gen), chunk=16)
     _assert_identical(model, torch.randn(1, 1, 28, 28, generator=gen))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fp_kernels_match_torch_at_28px(threads: int) -> None:
+    """Stem conv + BN and AvgPool + 1×1 conv + BN shortcuts in numba sum in torch's order."""
+    model = _trained_like("reactnet")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = PackedNet.from_model(model, verify_size=None)
+        assert net.fp_in_kernels and all(b.sc_w.size for b in net.blocks if b.sc_mode == 2)
+        x = torch.randn(33, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        np.testing.assert_array_equal(net(x), ref)
+        assert torch.get_num_threads() == threads  # the numba pool did not change torch's
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_verify_falls_back_to_torch_parts() -> None:
+    model = _trained_like("xnor")
+    net = PackedNet.from_model(model, verify_size=None)
+    with torch.no_grad():  # make the kernels' shortcut disagree with the model's
+        net.blocks[2].sc_w[0, 0] += 1.0
+    assert not net.verify(model, in_channels=1, size=12)
+    assert not net.fp_in_kernels and not net.blocks[2].fp_in_kernel
+    x = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        np.testing.assert_array_equal(net(x), model(x).numpy())
 
 
 @pytest.mark.parametrize(("size", "layer"), [(27, "reactnet"), (13, "irnet"), (9, "bireal")])
