@@ -353,6 +353,7 @@ def run(config: Config) -> int:
         "command": _command(),
         "machine": machine_info(),
         "settings": dataclasses.asdict(cfg),
+        "load_average_start": round(os.getloadavg()[0], 2),
     }
     with tempfile.TemporaryDirectory(prefix="odh-bench-encode-") as workdir:
         result.update(model_bytes(models, cfg, workdir))
@@ -369,6 +370,7 @@ def run(config: Config) -> int:
         result["lce"] = lce_status()
         if cfg.job_images:
             result["job"] = job(cfg, models, workdir)
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
     result["ratios"] = ratios(result)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(cfg.output)
@@ -405,7 +407,11 @@ def markdown(r: dict[str, Any]) -> str:
              f"Machine: {json.dumps(r['machine'])}", "",
              "Untrained `resnet_small` (28 px, " f"{r['settings']['n_bits']} bits, layer "
              f"`{r['settings']['layer']}`; BN statistics from real images): speed does not depend "
-             "on the weights. One run; every ratio below compares rows of this run.", "",
+             "on the weights. One run; every ratio below compares rows of this run. The machine is "
+             "shared: 1-minute load average "
+             f"{r.get('load_average_start', '?')} at the start, {r.get('load_average_end', '?')} "
+             "at the end; with more runnable threads than cores, 2-thread torch rows at small "
+             "batches collapse (OpenMP barriers wait on descheduled threads).", "",
              "## Encoder images/s (`Encoder.encode_arrays`, normalised arrays → packed codes)", "",
              "| form | batch | threads | images/s | ms/image |",
              "|---|---:|---:|---:|---:|"]  # fmt: skip
