@@ -48,8 +48,18 @@ class EncodeConfig:
     writer_num_cpus: float = option(0.25, help="CPUs per code-writing task")
     torch_threads: int = option(1, help="torch threads per encoder actor")
     num_gpus: float = option(0.0, help="GPUs per encoder actor (0: CPU)", flag="--gpus-per-actor")
+    inference: str = option(
+        "packed",
+        help="CPU inference of binary models: packed (XNOR/popcount kernels, identical codes) "
+        "or float (torch); GPUs and full-precision models always use float",
+        choices=("packed", "float"),
+    )
 
     def __post_init__(self) -> None:
+        if self.inference not in ("packed", "float"):
+            raise ValueError(
+                f"EncodeConfig.inference must be 'packed' or 'float', got {self.inference!r}"
+            )
         for name in ("image_set", "checkpoint", "output"):
             if not getattr(self, name):
                 raise ValueError(f"EncodeConfig.{name} is required")
@@ -92,10 +102,18 @@ def _error_text(exc: BaseException) -> str:
 class EncodeBatch:
     """Ray Data actor UDF: loads the encoder once, turns image rows into code or reject rows."""
 
-    def __init__(self, checkpoint: str, torch_threads: int = 1, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        torch_threads: int = 1,
+        device: str = "cpu",
+        inference: str = "packed",
+    ) -> None:
         from odh_core.encoder import Encoder
 
-        self.encoder = Encoder.from_checkpoint(checkpoint, device=device, num_threads=torch_threads)
+        self.encoder = Encoder.from_checkpoint(
+            checkpoint, device=device, num_threads=torch_threads, inference=inference
+        )
         self.width = self.encoder.n_bits // 8
 
     def _encode_rows(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str | None]]:
@@ -282,7 +300,7 @@ def encode(
         schema = check_part_schema(uri, storage_options)
         columns = [c for c in ("id", "image", "key", "label", "split") if c in schema.names]
     n_rows = _check_ids(parts, storage_options)
-    n_bits = Encoder.from_checkpoint(cfg.checkpoint).n_bits
+    n_bits = Encoder.from_checkpoint(cfg.checkpoint, inference="float").n_bits
     logger.info(
         "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
         cfg.image_set, n_rows, len(parts), cfg.checkpoint, n_bits, cfg.concurrency, cfg.batch_size,
@@ -300,6 +318,7 @@ def encode(
             "checkpoint": cfg.checkpoint,
             "torch_threads": cfg.torch_threads,
             "device": "cuda" if cfg.num_gpus > 0 else "cpu",
+            "inference": cfg.inference,
         },
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
         num_cpus=cfg.num_cpus,

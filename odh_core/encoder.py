@@ -1,8 +1,16 @@
-"""Inference-time encoder: image bytes → normalised tensor → packed binary codes."""
+"""Inference-time encoder: image bytes → normalised tensor → packed binary codes.
+
+On CPU a binary model runs by default through the bit-packed XNOR/popcount path
+(:mod:`odh_core.packed`), whose outputs are bit-identical to the float model's in eval mode; the
+float (torch) path stays for GPUs, full-precision twins, ``inference="float"`` and as the oracle.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,9 +21,17 @@ from odh_core.packing import pack_bits
 
 logger = logging.getLogger(__name__)
 
+INFERENCE_MODES: tuple[str, ...] = ("packed", "float")
+
 
 class Encoder:
-    """A loaded encoder in eval mode; identical images always give identical codes."""
+    """A loaded encoder in eval mode; identical images always give identical codes.
+
+    ``inference="packed"`` (default) runs a binary model on CPU through the bit-packed kernels
+    (compiled, or loaded from numba's cache, here in ``__init__``); a full-precision model, a GPU
+    device or a model the packed path cannot run falls back to the float path (logged).
+    ``inference_path`` says which one runs.
+    """
 
     def __init__(
         self,
@@ -27,11 +43,15 @@ class Encoder:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 256,
+        inference: str = "packed",
     ) -> None:
+        if inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {list(INFERENCE_MODES)}, got {inference!r}")
         if num_threads is not None:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
             torch.set_num_threads(num_threads)
+        self.num_threads = num_threads
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -40,12 +60,48 @@ class Encoder:
         self.batch_size = batch_size
         self._mean = np.asarray(config.mean, dtype=np.float32).reshape(-1, 1, 1)
         self._std = np.asarray(config.std, dtype=np.float32).reshape(-1, 1, 1)
+        self._packed: Any = None
+        self._lock = threading.Lock()
+        self.inference_path = "float"
+        if inference == "packed":
+            self._init_packed()
+
+    def _init_packed(self) -> None:
+        from odh_core.packed import PackedNet, packed_unsupported_reason
+
+        if self.device.type != "cpu":
+            logger.info("encoder: float path on %s (the packed path is CPU-only)", self.device)
+            return
+        reason = packed_unsupported_reason(self.model)
+        if reason is not None:
+            logger.info("encoder: float path (%s)", reason)
+            return
+        self.inference_path = "packed"
+        with self._lock:  # compile (or load the cached kernels) and verify now, not per batch
+            self._set_kernel_threads()
+            self._packed = PackedNet.from_model(self.model, verify_size=self.config.image_size)
+        logger.info("encoder: packed binary inference (%d blocks)", len(self._packed.blocks))
+
+    def _set_kernel_threads(self) -> None:
+        import numba
+
+        limit = int(numba.config.NUMBA_NUM_THREADS)
+        wanted = self.num_threads or torch.get_num_threads()
+        numba.set_num_threads(max(1, min(wanted, limit)))
 
     @classmethod
     def from_checkpoint(
-        cls, path: str, device: str = "cpu", num_threads: int | None = None, **kwargs: int
+        cls, path: str, device: str = "cpu", num_threads: int | None = None, **kwargs: Any
     ) -> Encoder:
-        model, config = load_checkpoint(path, device=device)
+        """Load a checkpoint (``model.safetensors``) or a packed export (``packed.safetensors``)."""
+        from odh_core.export import PACKED_FILE, load_packed
+
+        if os.path.isfile(os.path.join(str(path), PACKED_FILE)) and not os.path.isfile(
+            os.path.join(str(path), "model.safetensors")
+        ):
+            model, config = load_packed(str(path), device=device)
+        else:
+            model, config = load_checkpoint(path, device=device)
         return cls(model, config, device=device, num_threads=num_threads, **kwargs)
 
     @property
@@ -80,6 +136,13 @@ class Encoder:
         if x.ndim != 4 or x.shape[1:] != (ch, size, size):
             raise ValueError(f"arrays must be float32[n, {ch}, {size}, {size}], got {x.shape}")
         out = np.empty((x.shape[0], self.n_bits // 8), dtype=np.uint8)
+        if self._packed is not None:
+            with self._lock:  # numba's parallel kernels must not be entered from two threads
+                self._set_kernel_threads()  # numba's thread count is per calling thread
+                for start in range(0, x.shape[0], self.batch_size):
+                    u = self._packed(np.ascontiguousarray(x[start : start + self.batch_size]))
+                    out[start : start + len(u)] = pack_bits(u >= 0)
+            return out
         with torch.inference_mode():
             for start in range(0, x.shape[0], self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size]))

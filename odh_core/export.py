@@ -2,9 +2,12 @@
 
 Each ``BinaryConv2d`` is stored as its binarised weight ``sign(W)·s`` split into packed sign bits
 (``uint8[out, ceil(in·kh·kw / 8)]``, ``np.packbits(bitorder="little")``, bit 1 ⇔ +1) and one
-float32 scale per output channel. Everything else (stem, shortcuts, BN, RSign/RPReLU shifts, hash
-head) stays full precision. The loader rebuilds ``±s`` exactly, so codes are bit-identical to the
-training model's in eval mode.
+float32 scale per output channel. Everything else the codes need (stem, shortcuts, BN, RSign/RPReLU
+shifts, hash head) stays full precision; the warm-up classifier and BN step counters, which no code
+depends on, are left out (``odh-packed-v2``; v1 files with them still load). The loader rebuilds
+``conv(x, signs)·s`` exactly as the training model computes it in eval mode, so codes (and outputs)
+are bit-identical; :class:`~odh_core.encoder.Encoder` runs it through the bit-packed kernels of
+:mod:`odh_core.packed` on CPU (the sign bits and scales are all that path needs).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odh_core.binary import binarize_weight
 from odh_core.checkpoint import CheckpointError, EncoderConfig
 from odh_core.layers import BinaryConv2d
 
@@ -28,11 +30,17 @@ logger = logging.getLogger(__name__)
 
 PACKED_FILE = "packed.safetensors"
 CONFIG_FILE = "config.json"
+FORMAT = "odh-packed-v2"
 _BITS, _SCALE = ".weight_bits", ".weight_scale"
+_NOT_EXPORTED = ("classifier.", "classifier_bn.")
 
 
 class PackedBinaryConv2d(nn.Module):
-    """Inference-only conv whose weight is unpacked once from sign bits + per-channel scales."""
+    """Inference-only binary conv unpacked once from sign bits + per-channel scales.
+
+    ``forward`` is ``conv2d(x, signs)·scale``, the same float32 operations as
+    :class:`~odh_core.layers.BinaryConv2d` in eval mode.
+    """
 
     def __init__(self, conv: nn.Conv2d, bits: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
@@ -42,26 +50,37 @@ class PackedBinaryConv2d(nn.Module):
         n_per_out = int(np.prod(self.shape[1:]))
         unpacked = np.unpackbits(bits.numpy(), axis=1, count=n_per_out, bitorder="little")
         signs = torch.from_numpy(unpacked.astype(np.float32) * 2 - 1).view(self.shape)
-        self.register_buffer("weight", signs * scale.view(-1, 1, 1, 1))
+        self.register_buffer("signs", signs)
+        self.register_buffer("scale", scale.float().reshape(-1).clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The binarised weight ``±scale``."""
+        return self.signs * self.scale.view(-1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, self.signs, None, self.stride, self.padding, self.dilation, self.groups)
+        return y * self.scale.view(1, -1, 1, 1)
 
 
 def _binary_convs(model: nn.Module) -> dict[str, BinaryConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, BinaryConv2d)}
 
 
-def pack_binary_weight(conv: BinaryConv2d) -> tuple[np.ndarray, np.ndarray]:
+def pack_binary_weight(conv: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """(packed sign bits ``uint8[out, ⌈n/8⌉]``, scales ``float32[out]``) of a binary conv."""
-    with torch.no_grad():
-        wb = binarize_weight(conv.weight, conv.cfg.weight_mode, conv.ede_t).float()
-    flat = wb.reshape(wb.shape[0], -1)
-    scale = flat.abs().amax(dim=1)
-    if not torch.equal(flat.abs(), scale[:, None].expand_as(flat)):
-        raise ValueError("binarised weight is not ±scale per output channel")
-    bits = np.packbits((flat >= 0).numpy(), axis=1, bitorder="little")
-    return bits, scale.numpy().astype(np.float32)
+    from odh_core.packed import PackedUnsupportedError, binary_weight_signs
+
+    try:
+        signs, scale = binary_weight_signs(conv)
+    except PackedUnsupportedError as exc:
+        raise ValueError(str(exc)) from exc
+    bits = np.packbits(signs.reshape(signs.shape[0], -1), axis=1, bitorder="little")
+    return bits, scale
+
+
+def _exported(key: str, skip: set[str]) -> bool:
+    return key not in skip and not key.startswith(_NOT_EXPORTED)
 
 
 def export_packed(model: nn.Module, config: EncoderConfig, path: str) -> dict[str, Any]:
@@ -71,8 +90,11 @@ def export_packed(model: nn.Module, config: EncoderConfig, path: str) -> dict[st
     module = getattr(model, "module", model)
     convs = _binary_convs(module)
     skip = {f"{n}.weight" for n in convs}
+    skip |= {k for k in module.state_dict() if k.endswith(".num_batches_tracked")}
     tensors: dict[str, torch.Tensor] = {
-        k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k not in skip
+        k: v.detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+        if _exported(k, skip)
     }
     binary_bytes = 0
     for name, conv in convs.items():
@@ -80,7 +102,7 @@ def export_packed(model: nn.Module, config: EncoderConfig, path: str) -> dict[st
         tensors[name + _BITS] = torch.from_numpy(bits)
         tensors[name + _SCALE] = torch.from_numpy(scale)
         binary_bytes += bits.nbytes
-    blob = save(tensors, metadata={"format": "odh-packed-v1"})
+    blob = save(tensors, metadata={"format": FORMAT})
     cfg_bytes = config.to_json().encode()
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, PACKED_FILE), "wb") as fh:
@@ -125,7 +147,8 @@ def load_packed(path: str, device: str = "cpu") -> tuple[nn.Module, EncoderConfi
     fp_state = {k: v for k, v in tensors.items() if not k.endswith((_BITS, _SCALE))}
     missing, unexpected = model.load_state_dict(fp_state, strict=False)
     expected_missing = {f"{n}.weight" for n in convs}
-    if set(missing) != expected_missing or unexpected:
+    optional = {k for k in missing if k.endswith(".num_batches_tracked")}
+    if set(missing) - optional != expected_missing or unexpected:
         raise CheckpointError(
             f"{path}: packed tensors do not match {config.name} "
             f"(missing {sorted(set(missing) - expected_missing)}, unexpected {unexpected})"

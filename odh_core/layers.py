@@ -91,7 +91,15 @@ class BinaryConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = binarize_weight(self.weight, self.cfg.weight_mode, self.ede_t)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.training or self.bias is not None:
+            return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        # eval: conv with the ±1 signs (exact integer sums in float32), then × the per-channel
+        # scale: one rounding, independent of the conv algorithm and batch size, and exactly what
+        # the bit-packed path (odh_core.packed) computes
+        scale = w.abs().amax(dim=(1, 2, 3))
+        signs = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        y = F.conv2d(x, signs, None, self.stride, self.padding, self.dilation, self.groups)
+        return y * scale.view(1, -1, 1, 1)
 
 
 def set_ede_progress(model: nn.Module, progress: float) -> float:

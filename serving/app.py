@@ -83,7 +83,7 @@ def build_app(
         if device.startswith("cuda"):
             encoder_options["num_gpus"] = 1
         encoder = QueryEncoder.options(ray_actor_options=encoder_options).bind(
-            str(checkpoint), device, 1
+            str(checkpoint), device, 1, cfg.inference
         )
     else:
         logger.warning("index %s names no encoder checkpoint: no image queries", index_dir)

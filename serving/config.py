@@ -56,6 +56,12 @@ class ServeConfig:
         None, help="query-encoder deadline (s; default: --timeout-s)"
     )
     device: str = option("cpu", help="query encoder device (cpu, cuda)")
+    inference: str = option(
+        "packed",
+        help="query encoder inference of binary models on CPU: packed (XNOR/popcount kernels, "
+        "identical codes) or float (torch)",
+        choices=("packed", "float"),
+    )
     checkpoint: str | None = option(
         None, help="encoder checkpoint (default: the one the manifest names)"
     )
@@ -74,6 +80,10 @@ class ServeConfig:
         for name in ("groups", "replicas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.inference not in ("packed", "float"):
+            raise ValueError(
+                f"ServeConfig.inference must be 'packed' or 'float', got {self.inference!r}"
+            )
         if self.placement not in list_placements():
             raise ValueError(
                 f"ServeConfig.placement must be one of {list_placements()}, got {self.placement!r}"

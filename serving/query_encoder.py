@@ -35,14 +35,24 @@ class QueryEncoderCore:
     Args:
         checkpoint: encoder checkpoint directory/URI.
         device: torch device.
-        num_threads: torch threads of this replica.
+        num_threads: torch (and packed-kernel) threads of this replica.
+        inference: ``packed`` (bit-packed XNOR/popcount kernels for binary models on CPU, codes
+            identical to the float path) or ``float`` (torch).
     """
 
-    def __init__(self, checkpoint: str, device: str = "cpu", num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str = "cpu",
+        num_threads: int = 1,
+        inference: str = "packed",
+    ) -> None:
         from odh_core.encoder import Encoder
 
         self.checkpoint = checkpoint
-        self.encoder = Encoder.from_checkpoint(checkpoint, device=device, num_threads=num_threads)
+        self.encoder = Encoder.from_checkpoint(
+            checkpoint, device=device, num_threads=num_threads, inference=inference
+        )
         self.n_bits = int(self.encoder.n_bits)
         logger.info("query encoder loaded %s (%d bits)", checkpoint, self.n_bits)
 

@@ -1,4 +1,4 @@
-"""Model statistics: parameters, fraction of binary multiply-accumulates, packed bytes."""
+"""Model statistics: parameters, fraction of binary multiply-accumulates, bytes of each form."""
 
 from __future__ import annotations
 
@@ -13,8 +13,30 @@ from odh_core.layers import BinaryConv2d
 logger = logging.getLogger(__name__)
 
 
+def packed_form_bytes(model: nn.Module) -> dict[str, int] | None:
+    """Real bytes of the bit-packed inference form (:class:`~odh_core.packed.PackedNet`):
+    ``binary`` (the kernels' packed weight words), ``fp`` (stem, BN, shifts, shortcuts, head),
+    ``corr`` (border-correction table, derived from the bits at load), ``total``; None when the
+    packed path cannot run the model (full-precision twins)."""
+    from odh_core.packed import PackedNet, packed_unsupported_reason
+
+    if packed_unsupported_reason(model) is not None:
+        return None
+    was_training = model.training
+    try:
+        return PackedNet.from_model(model).nbytes()
+    finally:
+        model.train(was_training)
+
+
 def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict[str, Any]:
-    """Parameters, MACs (binary / total) per input, bytes with binary weights bit-packed."""
+    """Parameters, MACs (binary / total) per input and bytes per form.
+
+    ``fp32_bytes``: all parameters as float32; ``packed_bytes``: the real bytes of the bit-packed
+    inference form (``packed_form_bytes(...)["total"]``; for a full-precision model its float32
+    inference tensors), with the breakdown in ``packed_binary_bytes`` / ``packed_fp_bytes`` /
+    ``packed_corr_bytes``.
+    """
     macs = {"binary": 0, "fp": 0}
     hooks = []
 
@@ -41,6 +63,15 @@ def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict
     binary_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
     total_params = sum(p.numel() for p in model.parameters())
     total_macs = macs["binary"] + macs["fp"]
+    form = packed_form_bytes(model)
+    if form is None:
+        skip = ("classifier.", "classifier_bn.")
+        fp_bytes = sum(
+            t.numel() * t.element_size()
+            for k, t in model.state_dict().items()
+            if t.is_floating_point() and not k.startswith(skip)
+        )
+        form = {"binary": 0, "fp": int(fp_bytes), "corr": 0, "total": int(fp_bytes)}
     return {
         "params": int(total_params),
         "binary_params": int(binary_params),
@@ -48,5 +79,8 @@ def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict
         "binary_macs": int(macs["binary"]),
         "binary_mac_fraction": macs["binary"] / total_macs if total_macs else 0.0,
         "fp32_bytes": int(total_params * 4),
-        "packed_bytes": int((total_params - binary_params) * 4 + (binary_params + 7) // 8),
+        "packed_bytes": int(form["total"]),
+        "packed_binary_bytes": int(form["binary"]),
+        "packed_fp_bytes": int(form["fp"]),
+        "packed_corr_bytes": int(form["corr"]),
     }

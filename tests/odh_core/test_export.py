@@ -59,3 +59,21 @@ def test_load_packed_rejects_missing_and_mismatched(tmp_path: Path) -> None:
     with pytest.raises((CheckpointError, RuntimeError)):
         load_packed(str(tmp_path / "p"))
     assert (tmp_path / "p" / PACKED_FILE).exists()
+
+
+def test_export_v2_keeps_only_what_codes_need(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = create_encoder("resnet_small", n_bits=32, layer="reactnet", n_classes=10).eval()
+    assert any(k.startswith("classifier") for k in model.state_dict())
+    cfg = EncoderConfig(name="resnet_small", n_bits=32, layer="reactnet", n_classes=10)
+    export_packed(model, cfg, str(tmp_path / "p"))
+    keys = set(load_file(str(tmp_path / "p" / PACKED_FILE)))
+    assert not any(k.startswith("classifier") or "num_batches_tracked" in k for k in keys)
+    assert sum(k.endswith(".weight_bits") for k in keys) == 6
+    loaded, _ = load_packed(str(tmp_path / "p"))
+    assert getattr(loaded, "n_classes", None) is None  # the classifier is not part of inference
+    conv = loaded.body[0].conv
+    assert isinstance(conv, PackedBinaryConv2d)
+    torch.testing.assert_close(conv.weight.abs().amax(dim=(1, 2, 3)), conv.scale)
