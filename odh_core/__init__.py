@@ -6,8 +6,7 @@ Public API (timm-style explicit re-exports). Names are imported lazily on first 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from odh_core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "Encoder": "odh_core.encoder",
@@ -26,16 +25,4 @@ _EXPORTS: dict[str, str] = {
     "train_encoder": "odh_core.train",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
