@@ -114,3 +114,12 @@ def test_the_graph_sees_known_edges() -> None:
     graph = _graph()
     assert "odh_core.config" in graph["odh_core.train"]
     assert "indexer.build" in graph["cluster.index_job"]
+
+
+def test_test_file_basenames_are_unique() -> None:
+    """The test directories are not packages: two test files with one basename break collection."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path

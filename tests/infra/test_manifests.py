@@ -7,7 +7,7 @@ fields, Ray Serve's config schema, Ray's cluster-launcher schema and the `odh` a
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import random
 import re
 import shlex
@@ -192,7 +192,9 @@ def test_secret_patterns_catch_a_planted_key() -> None:
 
 
 def test_rayjob_runs_the_index_job_on_s3() -> None:
-    from cluster.cli import build_parser
+    from cluster.cli import parse_command
+    from cluster.index_job import IndexJobConfig
+    from cluster.runtime import RuntimeConfig
 
     spec = _load(KUBERAY / "rayjob.yaml")["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
@@ -201,22 +203,20 @@ def test_rayjob_runs_the_index_job_on_s3() -> None:
     assert isinstance(runtime_env, dict) and runtime_env
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["odh", "index"], "the RayJob runs the resumable `odh index` job"
-    args = build_parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown flag
-    assert args.address == "auto", "the job must run on the cluster (--address auto)"
+    _, configs, _ = parse_command(argv[1:])  # exits (SystemExit) on an unknown flag
+    by_type = {type(c): c for c in configs}
+    runtime = by_type[RuntimeConfig]
+    assert runtime.address == "auto", "the job must run on the cluster (--address auto)"
+    job = by_type[IndexJobConfig]
     for name in ("images", "checkpoint", "output"):
-        assert getattr(args, name).startswith("s3://"), name
+        assert getattr(job, name).startswith("s3://"), name
 
 
 def _build_app_known_args() -> set[str]:
-    tree = ast.parse((ROOT / "serving" / "app.py").read_text())
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "known" for t in node.targets)
-            and isinstance(node.value, ast.Set)
-        ):
-            return {ast.literal_eval(elt) for elt in node.value.elts}
-    raise AssertionError("serving/app.py: build_app's `known` argument set not found")
+    """What ``build_app`` accepts: the fields of its typed arguments, ``ServeConfig``."""
+    from serving.config import ServeConfig
+
+    return {f.name for f in dataclasses.fields(ServeConfig)}
 
 
 def test_rayservice_serve_config_runs_build_app() -> None:
