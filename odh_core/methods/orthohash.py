@@ -25,8 +25,8 @@ def orthocos_loss(
     u: torch.Tensor, codebook: torch.Tensor, targets: torch.Tensor, *, margin: float, scale: float
 ) -> torch.Tensor:
     """mean_i Σ_c −t_ic · log softmax_c(s · (cos(u_i, o_c) − m · y_ic)), t = y / Σy."""
-    y = targets.float()
-    cos = F.normalize(u, dim=1, eps=1e-8) @ F.normalize(codebook.float(), dim=1).T
+    y = targets.to(u)
+    cos = F.normalize(u, dim=1, eps=1e-8) @ F.normalize(codebook.to(u), dim=1).T
     logits = scale * (cos - margin * y)
     t = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
     return -(t * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

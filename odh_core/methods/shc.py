@@ -4,8 +4,9 @@ class similarity under a minimum Hamming distance, then the CSQ loss on them.
 Steps: (1) class similarity S — for each training image the softmax over the *other* classes,
 accumulated per true class, symmetrised, each row's off-diagonal rescaled to [−1, 1], diagonal 1;
 (2) the minimum distance d = the smallest integer with Σ_{i<d} C(K, i) ≥ 2^K / C, starting from the
-CSQ centres; (3) ``n_iters`` rounds of: fit a continuous M (K × C) so that S ≈ (1/K)·MᵀH in closed
-form (least squares), then give each centre a sign-gradient step (flip its bit with the largest
+CSQ centres refined by a local bit-flip search until their minimum distance reaches d;
+(3) ``n_iters`` rounds of: fit a continuous M (K × C) so that S ≈ (1/K)·MᵀH in closed form
+(least squares), then give each centre a sign-gradient step (flip its bit with the largest
 gradient pointing against it) accepted only if the similarity fit improves and the global minimum
 distance stays ≥ d. The achieved minimum distance and the fit are recorded in ``info``.
 """
@@ -72,6 +73,43 @@ def _min_dist(h: np.ndarray) -> int:
     return int(d[np.triu_indices(c, 1)].min())
 
 
+def _min_and_count(h: np.ndarray) -> tuple[int, int]:
+    k, c = h.shape
+    d = ((k - h.T @ h) / 2)[np.triu_indices(c, 1)]
+    return int(d.min()), int((d == d.min()).sum())
+
+
+def refine_min_distance(
+    h: np.ndarray, d_min: int, *, seed: int, max_steps: int = 20000
+) -> np.ndarray:
+    """Local search on ±1 columns of ``h`` (K × C) until the minimum pairwise distance reaches
+    ``d_min``: flip a bit of one centre of a closest pair where the two agree, kept when the
+    (minimum, −pairs at the minimum) does not get worse."""
+    k, c = h.shape
+    if c < 2:
+        return h
+    rng = np.random.default_rng(seed)
+    h = h.copy()
+    best = _min_and_count(h)
+    for _ in range(max_steps):
+        if best[0] >= d_min:
+            break
+        d = (k - h.T @ h) / 2
+        d[np.diag_indices(c)] = k + 1
+        i, j = np.unravel_index(int(np.argmin(d + rng.random(d.shape) * 0.5)), d.shape)
+        agree = np.nonzero(h[:, i] == h[:, j])[0]
+        if len(agree) == 0:
+            continue
+        bit = int(rng.choice(agree))
+        h[bit, i] = -h[bit, i]
+        cand = _min_and_count(h)
+        if (cand[0], -cand[1]) >= (best[0], -best[1]):
+            best = cand
+        else:
+            h[bit, i] = -h[bit, i]
+    return h
+
+
 def similarity_fit(h: np.ndarray, s: np.ndarray) -> float:
     """Mean absolute off-diagonal error of (1/K)·HᵀH against S."""
     k, c = h.shape
@@ -86,7 +124,7 @@ def semantic_centres(
     n_classes = s.shape[0]
     d_min = min_distance_bound(n_bits, n_classes)
     c0, _ = csq_centres(n_classes, n_bits, seed=seed, min_distance=d_min)
-    h = c0.T.astype(np.float64)  # K × C
+    h = refine_min_distance(c0.T.astype(np.float64), d_min, seed=seed)  # K × C
     start_dist = _min_dist(h)
     fit = similarity_fit(h, s)
     for _ in range(n_iters):
