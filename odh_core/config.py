@@ -74,7 +74,7 @@ class TrainConfig:
     binary: bool = option(
         True, help="train the full-precision twin (not binary)", flag="--full-precision"
     )
-    method: str = option("odh", help="hashing method", choices=list_methods)
+    method: str = option("odh", help="hashing method: %(choices)s", choices=list_methods)
     method_config: dict[str, Any] = option(
         default_factory=dict,
         help="the method's own options as a JSON object (docs/method.md lists them per method)",

@@ -173,3 +173,12 @@ def test_checkpoint_round_trips_method_config(name: str, tmp_path: Path) -> None
     assert loaded.method == name
     back = TrainConfig.from_dict(loaded.provenance["train_config"])
     assert back == cfg and back.parsed_method_config() == method_config(name, knobs)
+
+
+def test_method_docs_are_in_sync() -> None:
+    from odh_core.methods.doc import render_method_options
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "method.md").read_text()
+    assert render_method_options() in text, (
+        "run: python -m odh_core.methods.doc --write docs/method.md"
+    )
