@@ -152,3 +152,54 @@ def test_dpsh_memory_bank_keeps_the_rows_seen() -> None:
     # against the two rows seen: θ = ½·u·Uᵀ, s = [[1, 0], [0, 1]]
     want = dpsh_loss(u.detach(), u.detach(), torch.eye(2), eta=0.1)
     assert float(loss) == pytest.approx(float(want))
+
+
+def test_hierarchy_distances_by_hand() -> None:
+    from indexer.converters.fashion_mnist import CLASS_NAMES, HIERARCHY
+    from odh_core.hierarchy import hierarchy_distances
+
+    d = hierarchy_distances(HIERARCHY, CLASS_NAMES)
+    idx = {c: i for i, c in enumerate(CLASS_NAMES)}
+    # tops share the group at depth 1 of height 2 → 1 − 1/2; root-only ancestors → 1
+    assert d[idx["T-shirt/top"], idx["Shirt"]] == 0.5
+    assert d[idx["Sandal"], idx["Ankle boot"]] == 0.5
+    assert d[idx["Trouser"], idx["Dress"]] == 1.0 and d[idx["Coat"], idx["Sneaker"]] == 1.0
+    assert (np.diag(d) == 0).all() and (d == d.T).all()
+    with pytest.raises(ValueError, match="cycle"):
+        hierarchy_distances({"a": "g", "g": "h", "h": "g"}, ["a"])
+    with pytest.raises(ValueError, match="cannot be the parent"):
+        hierarchy_distances({"a": "b"}, ["a", "b"])
+
+
+def test_mahp_by_hand() -> None:
+    from odh_core.metrics import mean_average_hierarchical_precision
+    from odh_core.packing import pack_bits
+
+    # classes 0, 1 siblings (sim 0.5), class 2 apart (sim 0); one query of class 0 at code 0;
+    # database: class 1 at distance 0, class 0 at distance 1, class 2 at distance 2
+    sim = np.array([[1, 0.5, 0], [0.5, 1, 0], [0, 0, 1]])
+    bits = np.zeros((4, 8), dtype=bool)
+    bits[2, 0] = True
+    bits[3, :2] = True
+    codes = pack_bits(bits)
+    q, db = codes[:1], codes[1:]
+    # retrieved sims (0.5, 1, 0), ideal (1, 0.5, 0): hP@1 = .5/1, hP@2 = 1.5/1.5, hP@3 = 1
+    got = mean_average_hierarchical_precision(q, [0], db, [1, 0, 2], sim, n_bits=8, k=3)
+    assert got == pytest.approx((0.5 + 1 + 1) / 3)
+    # a tie: class 1 and class 0 both at distance 0 → expected sim at rank 1 is 0.75
+    tie = pack_bits(np.zeros((2, 8), dtype=bool))
+    got = mean_average_hierarchical_precision(q, [0], tie, [1, 0], sim, n_bits=8, k=1)
+    assert got == pytest.approx(0.75)
+
+
+def test_dataset_info_carries_an_optional_hierarchy() -> None:
+    from indexer.converters.fashion_mnist import CLASS_NAMES, HIERARCHY
+    from indexer.imageset import DatasetInfo
+
+    info = DatasetInfo("f", CLASS_NAMES, (28, 28), 1, hierarchy=dict(HIERARCHY))
+    back = DatasetInfo.from_json(info.to_json())
+    assert back.hierarchy == HIERARCHY and back.label_distances() is not None
+    plain = DatasetInfo("f", ("a", "b"), (28, 28), 1)
+    assert "hierarchy" not in plain.to_json() and plain.label_distances() is None
+    with pytest.raises(ValueError, match="cannot be the parent"):
+        DatasetInfo("f", ("a", "b"), (28, 28), 1, hierarchy={"a": "b"})
