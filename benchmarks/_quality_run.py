@@ -44,15 +44,28 @@ def _config(spec: RunSpec, args: argparse.Namespace) -> Any:
     )
 
 
+def run_config_key(cfg: Any, args: argparse.Namespace) -> str:
+    """The full run configuration as one string (plots and tables are keyed by it): every
+    TrainConfig field but the seed, the method's full config, the protocol and the device."""
+    import json
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "method_config")}
+    fields["method_config"] = cfg.full_method_config()
+    return json.dumps({"protocol": PROTOCOL, "device": args.device_name, **fields}, sort_keys=True)
+
+
 def _train(
     spec: RunSpec, cfg: Any, train: tuple[np.ndarray, np.ndarray], args: argparse.Namespace
 ) -> tuple[Any, dict[str, Any]]:
-    """Train one run; returns (eval-mode encoder, info)."""
+    """Train one run; returns (eval-mode encoder, info). A method that needs no labels gets
+    none (so no validation: its last epoch is kept)."""
     import torch
 
     from odh_core.models import create_encoder
 
     images, labels = train
+    if not cfg.create_method().needs_labels:
+        labels = None
     if args.no_ray:
         from odh_core.stages import LoopContext, fit
 
@@ -65,7 +78,11 @@ def _train(
             in_channels=result.channels,
         )
         model.load_state_dict(result.state_dict)
-        info = {"best_val_map": result.best_val_map, "best_epoch": result.best_epoch}
+        info = {
+            "best_val_map": result.best_val_map,
+            "best_epoch": result.best_epoch,
+            "method_info": result.method_info,
+        }
         mean, std = result.mean, result.std
     else:
         from odh_core.checkpoint import load_checkpoint
@@ -78,6 +95,7 @@ def _train(
         info = {
             "best_val_map": prov.get("best_val_map_all_tie_aware"),
             "best_epoch": prov.get("best_epoch"),
+            "method_info": prov.get("method_info", {}),
         }
         mean, std = enc_cfg.mean, enc_cfg.std
     model = model.to(args.device).eval()
@@ -144,6 +162,8 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
         "runner": "in-process" if args.no_ray else "ray-train",
         "concurrent_runs": args.parallel,
         "command": args.command,
+        "method_config": cfg.full_method_config(),
+        "config_key": run_config_key(cfg, args),
         "metrics": {k: metrics[k] for k in keys},
         "validation": info,
         "n_query": len(ql),

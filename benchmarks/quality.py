@@ -1,4 +1,5 @@
-"""Retrieval quality benchmark: ODH vs CSQ (binary and full-precision twins) on ``fmnist-1``.
+"""Retrieval quality benchmark: ODH and every other registered hashing method (binary and
+full-precision twins) on ``fmnist-1``.
 
 ``odh bench quality --runs core`` (or ``python3 -m benchmarks.quality ...`` from the repo root,
 no install needed). With ``--no-ray`` the runs call ``odh_core.stages.fit`` in-process and nothing
@@ -57,7 +58,15 @@ DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
 class Config:
     """Retrieval quality of the training grid on Fashion-MNIST (fmnist-1)."""
 
-    runs: str = option("cpu", help="grid: smoke, cpu, core, ablations, full, resnet18")
+    runs: str = option(
+        "cpu",
+        help="grid: smoke, cpu, core, ablations, full, resnet18, methods (every method × "
+        "{BNN, FP} × {64, 32} bits × seeds), methods-64",
+    )
+    seeds: int = option(3, help="seeds per configuration in the methods grids (paired)")
+    methods: tuple[str, ...] | None = option(
+        None, help="keep only runs of these methods (default: every method of the grid)"
+    )
     device: str | None = option(None, help="cpu or cuda (default: cuda when visible)")
     no_ray: bool = option(False, help="train in-process (no Ray/FAISS import)")
     model: str | None = option(None, help="backbone (default resnet_small; resnet18 grid)")
@@ -125,7 +134,10 @@ def run(config: Config) -> int:
     if len(args.epochs) != 3:
         raise SystemExit("--epochs must be warm-up,stage1,stage2")
     args.command = shlex.join(["odh", "bench", "quality", *config_argv(config)])
-    specs = grid(args.runs)[: args.limit]
+    specs = grid(args.runs, seeds=args.seeds)
+    if args.methods:
+        specs = [s for s in specs if s.method in set(args.methods)]
+    specs = specs[: args.limit]
     if args.parallel > 1 and not args.no_ray:
         raise SystemExit("--parallel > 1 needs --no-ray (Ray Train runs one trainer at a time)")
     if not args.no_ray:
