@@ -52,6 +52,10 @@ logger = logging.getLogger("odh.bench.quality")
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
+# The methods grid on 2 CPU cores: warm-up 1, stage 1 1, stage 2 0 epochs — the schedule that
+# fits the whole grid (9 methods × {BNN, FP} × {64, 32} bits × 3 seeds = 108 runs, each also
+# encoding the 70,000 query + database images) into about three hours (docs/method.md).
+CPU_METHODS_EPOCHS = "1,1,0"
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,11 @@ class Config:
         None,
         help=f"Fashion-MNIST IDX directory (default: $ODH_FASHION_MNIST, else {DEFAULT_SOURCE})",
     )
-    epochs: str | None = option(None, help="warm-up,stage1,stage2 (default per device)")
+    epochs: str | None = option(
+        None,
+        help="warm-up,stage1,stage2 (default per device and grid; methods grids on cpu: "
+        f"{CPU_METHODS_EPOCHS})",
+    )
     batch_size: int = option(128, help="training batch size")
     threads: int | None = option(None, help="torch CPU threads")
     output: str = option(RESULTS_DIR, help="results directory")
@@ -124,6 +132,8 @@ def run(config: Config) -> int:
 
     args.size = default_input_size(args.model)
     args.channels = 1 if args.size == 28 else 3
+    if args.epochs is None and args.runs.startswith("methods") and args.device == "cpu":
+        args.epochs = CPU_METHODS_EPOCHS
     if args.epochs is None:
         args.epochs = {"smoke": "1,1,1"}.get(args.runs) or (
             ("2,4,4" if args.model == "resnet18" else "3,12,10")

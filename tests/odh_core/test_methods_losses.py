@@ -203,3 +203,67 @@ def test_dataset_info_carries_an_optional_hierarchy() -> None:
     assert "hierarchy" not in plain.to_json() and plain.label_distances() is None
     with pytest.raises(ValueError, match="cannot be the parent"):
         DatasetInfo("f", ("a", "b"), (28, 28), 1, hierarchy={"a": "b"})
+
+
+def test_evaluate_adds_mahp_with_a_hierarchy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from indexer.codes import write_code_set
+    from indexer.evaluate import evaluate
+    from indexer.imageset import INFO_FILE, DatasetInfo, SplitProtocol
+    from odh_core.metrics import mean_average_hierarchical_precision
+    from odh_core.packing import pack_bits
+
+    names = ("a1", "a2", "b")
+    rng = np.random.default_rng(0)
+    labels = np.arange(30) % 3
+    codes = pack_bits(rng.random((30, 16)) < 0.5)
+    split = ["query" if i < 6 else "database" for i in range(30)]
+    write_code_set(
+        str(tmp_path / "codes"), np.arange(30), codes, 16,
+        labels=[[int(c)] for c in labels], splits=split,
+    )  # fmt: skip
+    for hierarchy, has in (({"a1": "a", "a2": "a"}, True), (None, False)):
+        info = DatasetInfo(
+            "x", names, (8, 8), 1, protocol=SplitProtocol("p", database_splits=("database",)),
+            hierarchy=hierarchy,
+        )  # fmt: skip
+        (tmp_path / "set").mkdir(exist_ok=True)
+        (tmp_path / "set" / INFO_FILE).write_text(__import__("json").dumps(info.to_json()))
+        got = evaluate(str(tmp_path / "codes"), str(tmp_path / "set"))
+        assert ("mahp_250" in got) == has
+        if has:
+            sim = 1.0 - info.label_distances()  # type: ignore[operator]
+            want = mean_average_hierarchical_precision(
+                codes[:6], labels[:6], codes[6:], labels[6:], sim, n_bits=16, k=250
+            )
+            assert got["mahp_250"] == pytest.approx(want)
+
+
+def test_mahp_tie_aware_equals_the_average_over_tied_orders() -> None:
+    """Oracle: enumerate every database order sorted by Hamming distance (ties in any order)
+    and average the plain AHP@k of each."""
+    from itertools import permutations
+
+    from odh_core.metrics import mean_average_hierarchical_precision
+    from odh_core.packing import hamming_distances, pack_bits
+
+    rng = np.random.default_rng(3)
+    sim = np.array([[1, 0.5, 0], [0.5, 1, 0.2], [0, 0.2, 1]])
+    for trial in range(5):
+        bits = rng.random((8, 8)) < 0.2  # sparse bits: many ties
+        codes = pack_bits(bits)
+        labels = rng.integers(0, 3, size=8)
+        q, db, ql, dl = codes[:2], codes[2:], labels[:2], labels[2:]
+        k = 4
+        dist = hamming_distances(q, db)
+        want = []
+        for i in range(2):
+            s = sim[ql[i], dl]
+            ideal = np.cumsum(np.sort(s)[::-1][:k])
+            vals = []
+            for order in permutations(range(len(dl))):
+                if np.all(np.diff(dist[i][list(order)]) >= 0):
+                    got = np.cumsum(s[list(order)][:k])
+                    vals.append(np.mean(np.where(ideal > 0, got / np.maximum(ideal, 1e-12), 1)))
+            want.append(np.mean(vals))
+        got = mean_average_hierarchical_precision(q, ql, db, dl, sim, n_bits=8, k=k)
+        assert got == pytest.approx(np.mean(want)), trial
