@@ -267,3 +267,24 @@ def test_mahp_tie_aware_equals_the_average_over_tied_orders() -> None:
             want.append(np.mean(vals))
         got = mean_average_hierarchical_precision(q, ql, db, dl, sim, n_bits=8, k=k)
         assert got == pytest.approx(np.mean(want)), trial
+
+
+@pytest.mark.parametrize("weak", [False, True])
+def test_shrewd_semantic_distances_by_mode(weak: bool) -> None:
+    from odh_core.methods import create_method
+    from odh_core.methods.base import MethodSetup
+
+    tree = torch.tensor([[0, 0.5, 1], [0.5, 0, 1], [1, 1, 0]])
+    m = create_method("shrewd", weak=weak)
+    y = torch.eye(3)[[0, 1, 2, 0]]
+    m.setup(
+        MethodSetup(
+            n_bits=8, n_classes=3, seed=0, images=torch.zeros(4, 1, 4, 4), targets=y,
+            n_rows=4, encoder=torch.nn.Identity(), label_distance=tree,
+        )
+    )  # fmt: skip
+    d = m.semantic_distance(y)
+    if weak:  # pairwise similarity only: 0 for a shared label, else 1 (classes 0 and 1 too)
+        assert d[0, 1] == 1.0 and d[0, 3] == 0.0 and d[0, 2] == 1.0
+    else:  # the hierarchy: classes 0 and 1 are siblings
+        assert d[0, 1] == 0.5 and d[0, 3] == 0.0 and d[0, 2] == 1.0
