@@ -26,8 +26,35 @@ def _pair(k: int, seed: int = 0) -> list[RunSpec]:
     return [RunSpec("ODH-BNN", "odh", True, k, seed), RunSpec("CSQ-BNN", "csq", True, k, seed)]
 
 
-def grid(name: str) -> list[RunSpec]:
-    """The named run grid: smoke, cpu, core, ablations, full, resnet18."""
+def method_label(method: str, binary: bool) -> str:
+    """``odh`` → ``ODH-BNN`` / ``ODH-FP``."""
+    return f"{method.upper()}-{'BNN' if binary else 'FP'}"
+
+
+def methods_grid(bits: tuple[int, ...], seeds: int) -> list[RunSpec]:
+    """Every registered method × {BNN, FP twin} × ``bits`` × seeds 0…seeds−1; seed s is the same
+    seed (same split, same initialisation seed) for every method, so runs pair across methods."""
+    from odh_core.methods import list_methods
+
+    return [
+        RunSpec(method_label(m, binary), m, binary, k, seed)
+        for k in bits
+        for seed in range(seeds)
+        for binary in (True, False)
+        for m in list_methods()
+    ]
+
+
+GRIDS = ("smoke", "cpu", "core", "ablations", "full", "resnet18", "methods", "methods-64")
+
+
+def grid(name: str, seeds: int = 3) -> list[RunSpec]:
+    """The named run grid: smoke, cpu, core, ablations, full, resnet18, methods (every method ×
+    {BNN, FP} × {64, 32} bits × ``seeds``), methods-64 (the same at 64 bits only)."""
+    if name == "methods":
+        return methods_grid((64, 32), seeds)
+    if name == "methods-64":
+        return methods_grid((64,), seeds)
     core = _pair(16) + _pair(32) + _pair(64) + _pair(64, 1) + _pair(64, 2)
     core += [RunSpec("CSQ-FP", "csq", False, 64), RunSpec("ODH-FP", "odh", False, 64)]
     ablations = [
@@ -38,7 +65,7 @@ def grid(name: str) -> list[RunSpec]:
             True,
             64,
             variant="hadamard-centres",
-            overrides={"centres": "hadamard"},
+            overrides={"method_config": {"centres": "hadamard"}},
         ),
         RunSpec("ODH-BNN", "odh", True, 64, layer="xnor", variant="layer-xnor"),
         RunSpec("ODH-BNN", "odh", True, 64, layer="bireal", variant="layer-bireal"),
@@ -62,5 +89,5 @@ def grid(name: str) -> list[RunSpec]:
         "resnet18": _pair(64),
     }
     if name not in grids:
-        raise ValueError(f"--runs must be one of {sorted(grids)}, got {name!r}")
+        raise ValueError(f"--runs must be one of {list(GRIDS)}, got {name!r}")
     return grids[name]

@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 from benchmarks._quality_grid import PROTOCOL
+from benchmarks._quality_paired import paired_markdown
 
 logger = logging.getLogger("odh.bench.quality")
 
@@ -115,6 +116,7 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
             f"{statistics.mean(r['wall_s'] for r in rs):.1f} | {device} |"
         )
     lines.append("")
+    lines += paired_markdown(runs)
     settings = sorted(
         {(r["backbone"], r["device"], tuple(r.get("epochs_detail", ()))) for r in runs}
     )
@@ -147,15 +149,22 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     written = []
     from benchmarks.plots import pr_and_precision_at_n
 
-    curves = {}
+    plot_groups: dict[str, dict[str, Any]] = {}
     for r in runs:
-        if r["n_bits"] == 64 and r["seed"] == 0 and r["variant"] == "default":
-            curves[f"{r['label']} {r['backbone']}"] = r["curves"]
-    if curves:
-        written = pr_and_precision_at_n(curves, os.path.join(out_dir, name))
+        if r["seed"] != 0 or r["variant"] != "default":
+            continue
+        # one figure per setting; each curve is one full run configuration (config_key)
+        setting = f"{r['backbone']}-{r['layer']}-{r['n_bits']}bits"
+        plot_groups.setdefault(setting, {})[r["label"]] = r["curves"]
+    for setting, curves in sorted(plot_groups.items()):
+        if setting.endswith("-64bits") or len(plot_groups) <= 4:
+            written += pr_and_precision_at_n(curves, os.path.join(out_dir, f"{name}-{setting}"))
+    if written:
         lines += [
             "",
-            "Plots (64 bits, seed 0): " + ", ".join(f"`{os.path.basename(p)}`" for p in written),
+            "Plots (seed 0; one figure per backbone × layer × K, one curve per method; the full "
+            "configuration of each curve is the `config_key` of its seed-0 run in the JSON): "
+            + ", ".join(f"`{os.path.basename(p)}`" for p in written),
         ]
     md = os.path.join(out_dir, f"{name}.md")
     with open(md, "w") as fh:

@@ -44,19 +44,46 @@ def _config(spec: RunSpec, args: argparse.Namespace) -> Any:
     )
 
 
+def fmnist_label_distances() -> np.ndarray:
+    """Tree distances of the Fashion-MNIST class hierarchy the converter writes."""
+    from indexer.converters.fashion_mnist import CLASS_NAMES, HIERARCHY
+    from odh_core.hierarchy import hierarchy_distances
+
+    return hierarchy_distances(HIERARCHY, CLASS_NAMES)
+
+
+def run_config_key(cfg: Any, args: argparse.Namespace) -> str:
+    """The full run configuration as one string (plots and tables are keyed by it): every
+    TrainConfig field but the seed, the method's full config, the protocol and the device."""
+    import json
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "method_config")}
+    fields["method_config"] = cfg.full_method_config()
+    return json.dumps({"protocol": PROTOCOL, "device": args.device_name, **fields}, sort_keys=True)
+
+
 def _train(
     spec: RunSpec, cfg: Any, train: tuple[np.ndarray, np.ndarray], args: argparse.Namespace
 ) -> tuple[Any, dict[str, Any]]:
-    """Train one run; returns (eval-mode encoder, info)."""
+    """Train one run; returns (eval-mode encoder, info). A method that needs no labels gets
+    none (so no validation: its last epoch is kept)."""
     import torch
 
     from odh_core.models import create_encoder
 
     images, labels = train
+    if not cfg.create_method().needs_labels:
+        labels = None
     if args.no_ray:
         from odh_core.stages import LoopContext, fit
 
-        result = fit(images, labels, cfg, LoopContext(device=torch.device(args.device)))
+        result = fit(
+            images,
+            labels,
+            cfg,
+            LoopContext(device=torch.device(args.device)),
+            label_distance=fmnist_label_distances(),
+        )
         model = create_encoder(
             cfg.model,
             n_bits=cfg.n_bits,
@@ -65,19 +92,31 @@ def _train(
             in_channels=result.channels,
         )
         model.load_state_dict(result.state_dict)
-        info = {"best_val_map": result.best_val_map, "best_epoch": result.best_epoch}
+        info = {
+            "best_val_map": result.best_val_map,
+            "best_epoch": result.best_epoch,
+            "method_info": result.method_info,
+        }
         mean, std = result.mean, result.std
     else:
         from odh_core.checkpoint import load_checkpoint
         from odh_core.train import train_encoder
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = train_encoder(images, labels, cfg, tmp, use_gpu=args.device == "cuda")
+            path = train_encoder(
+                images,
+                labels,
+                cfg,
+                tmp,
+                use_gpu=args.device == "cuda",
+                label_distance=fmnist_label_distances(),
+            )
             model, enc_cfg = load_checkpoint(path)
         prov = enc_cfg.provenance
         info = {
             "best_val_map": prov.get("best_val_map_all_tie_aware"),
             "best_epoch": prov.get("best_epoch"),
+            "method_info": prov.get("method_info", {}),
         }
         mean, std = enc_cfg.mean, enc_cfg.std
     model = model.to(args.device).eval()
@@ -106,7 +145,11 @@ def encode(model: Any, images: np.ndarray, size: int, channels: int, device: str
 
 def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Train, encode query + database, evaluate; returns the run record."""
-    from odh_core.metrics import evaluate_codes, precision_recall_curves
+    from odh_core.metrics import (
+        evaluate_codes,
+        mean_average_hierarchical_precision,
+        precision_recall_curves,
+    )
 
     cfg = _config(spec, args)
     t0 = time.perf_counter()
@@ -117,6 +160,9 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
     ql, dl = data["query"][1], data["database"][1]
     metrics = evaluate_codes(q, ql, db, dl, n_bits=spec.n_bits, seed=spec.seed)
     curves = precision_recall_curves(q, ql, db, dl, n_bits=spec.n_bits)
+    mahp = mean_average_hierarchical_precision(
+        q, ql, db, dl, 1.0 - fmnist_label_distances(), n_bits=spec.n_bits, k=250
+    )
     wall = time.perf_counter() - t0
     keys = (
         "map_all_tie_aware",
@@ -144,7 +190,10 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
         "runner": "in-process" if args.no_ray else "ray-train",
         "concurrent_runs": args.parallel,
         "command": args.command,
+        "method_config": cfg.full_method_config(),
+        "config_key": run_config_key(cfg, args),
         "metrics": {k: metrics[k] for k in keys},
+        "metrics_hierarchical": {"mahp_250": mahp},
         "validation": info,
         "n_query": len(ql),
         "n_database": len(dl),

@@ -1,4 +1,5 @@
-"""Retrieval quality benchmark: ODH vs CSQ (binary and full-precision twins) on ``fmnist-1``.
+"""Retrieval quality benchmark: ODH and every other registered hashing method (binary and
+full-precision twins) on ``fmnist-1``.
 
 ``odh bench quality --runs core`` (or ``python3 -m benchmarks.quality ...`` from the repo root,
 no install needed). With ``--no-ray`` the runs call ``odh_core.stages.fit`` in-process and nothing
@@ -51,13 +52,25 @@ logger = logging.getLogger("odh.bench.quality")
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
+# The methods grid on 2 CPU cores: warm-up 1, stage 1 1, stage 2 0 epochs — the schedule that
+# fits the whole grid (9 methods × {BNN, FP} × {64, 32} bits × 3 seeds = 108 runs, each also
+# encoding the 70,000 query + database images) into about three hours (docs/method.md).
+CPU_METHODS_EPOCHS = "1,1,0"
 
 
 @dataclass(frozen=True)
 class Config:
     """Retrieval quality of the training grid on Fashion-MNIST (fmnist-1)."""
 
-    runs: str = option("cpu", help="grid: smoke, cpu, core, ablations, full, resnet18")
+    runs: str = option(
+        "cpu",
+        help="grid: smoke, cpu, core, ablations, full, resnet18, methods (every method × "
+        "{BNN, FP} × {64, 32} bits × seeds), methods-64",
+    )
+    seeds: int = option(3, help="seeds per configuration in the methods grids (paired)")
+    methods: tuple[str, ...] | None = option(
+        None, help="keep only runs of these methods (default: every method of the grid)"
+    )
     device: str | None = option(None, help="cpu or cuda (default: cuda when visible)")
     no_ray: bool = option(False, help="train in-process (no Ray/FAISS import)")
     model: str | None = option(None, help="backbone (default resnet_small; resnet18 grid)")
@@ -65,7 +78,11 @@ class Config:
         None,
         help=f"Fashion-MNIST IDX directory (default: $ODH_FASHION_MNIST, else {DEFAULT_SOURCE})",
     )
-    epochs: str | None = option(None, help="warm-up,stage1,stage2 (default per device)")
+    epochs: str | None = option(
+        None,
+        help="warm-up,stage1,stage2 (default per device and grid; methods grids on cpu: "
+        f"{CPU_METHODS_EPOCHS})",
+    )
     batch_size: int = option(128, help="training batch size")
     threads: int | None = option(None, help="torch CPU threads")
     output: str = option(RESULTS_DIR, help="results directory")
@@ -115,6 +132,8 @@ def run(config: Config) -> int:
 
     args.size = default_input_size(args.model)
     args.channels = 1 if args.size == 28 else 3
+    if args.epochs is None and args.runs.startswith("methods") and args.device == "cpu":
+        args.epochs = CPU_METHODS_EPOCHS
     if args.epochs is None:
         args.epochs = {"smoke": "1,1,1"}.get(args.runs) or (
             ("2,4,4" if args.model == "resnet18" else "3,12,10")
@@ -125,7 +144,10 @@ def run(config: Config) -> int:
     if len(args.epochs) != 3:
         raise SystemExit("--epochs must be warm-up,stage1,stage2")
     args.command = shlex.join(["odh", "bench", "quality", *config_argv(config)])
-    specs = grid(args.runs)[: args.limit]
+    specs = grid(args.runs, seeds=args.seeds)
+    if args.methods:
+        specs = [s for s in specs if s.method in set(args.methods)]
+    specs = specs[: args.limit]
     if args.parallel > 1 and not args.no_ray:
         raise SystemExit("--parallel > 1 needs --no-ray (Ray Train runs one trainer at a time)")
     if not args.no_ray:

@@ -24,9 +24,10 @@ def evaluate(
     """Split codes into query/database by the ``_dataset.json`` protocol and score them.
 
     Returns ``odh_core.metrics.evaluate_codes``'s dict plus ``n_query``, ``n_database`` and
-    ``protocol``.
+    ``protocol``; with a class hierarchy in ``_dataset.json`` (and one label per image) also
+    ``mahp_250`` (tie-aware mAHP@250, as the SHREWD papers report it).
     """
-    from odh_core.metrics import evaluate_codes
+    from odh_core.metrics import evaluate_codes, mean_average_hierarchical_precision
 
     info = read_info(image_set, storage_options)
     if info.protocol is None:
@@ -54,4 +55,10 @@ def evaluate(
     )  # fmt: skip
     result = dict(evaluate_codes(q_codes, q_labels, d_codes, d_labels, n_bits=n_bits, seed=seed))
     result.update({"n_query": len(q_ids), "n_database": len(d_ids), "protocol": info.protocol.name})
+    distances = info.label_distances()
+    single = (q_labels.sum(axis=1) == 1).all() and (d_labels.sum(axis=1) == 1).all()
+    if distances is not None and single:
+        result["mahp_250"] = mean_average_hierarchical_precision(
+            q_codes, q_labels, d_codes, d_labels, 1.0 - distances, n_bits=n_bits, k=250
+        )
     return result

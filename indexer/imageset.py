@@ -80,6 +80,8 @@ class DatasetInfo:
     counts: dict[str, int] = field(default_factory=dict)
     protocol: SplitProtocol | None = None
     format_version: int = FORMAT_VERSION
+    # optional class hierarchy {child: parent} over class (and group) names, see odh_core.hierarchy
+    hierarchy: dict[str, str] | None = None
 
     __json_source__: ClassVar[str] = INFO_FILE
 
@@ -88,13 +90,28 @@ class DatasetInfo:
             raise ValueError(f"image_size must be [H, W] > 0, got {self.image_size!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if self.hierarchy is not None:
+            from odh_core.hierarchy import check_hierarchy
+
+            check_hierarchy(self.hierarchy, self.class_names)
+
+    def label_distances(self) -> np.ndarray | None:
+        """``[C, C]`` hierarchy distances in [0, 1], or None without a hierarchy."""
+        if self.hierarchy is None:
+            return None
+        from odh_core.hierarchy import hierarchy_distances
+
+        return hierarchy_distances(self.hierarchy, self.class_names)
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
     def to_json(self) -> dict[str, Any]:
-        return formats.to_json(self)
+        out = formats.to_json(self)
+        if out.get("hierarchy") is None:
+            out.pop("hierarchy", None)  # optional: files without one stay as they were
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = INFO_FILE) -> DatasetInfo:
@@ -314,13 +331,38 @@ def label_column_to_multihot(labels: pa.ChunkedArray | pa.Array, n_classes: int)
     return labels_to_multihot(list(rows), n_classes)
 
 
+def has_label_column(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether any part of the image set has a ``label`` column (read from the Parquet schemas
+    only, so a method that needs labels is refused before any image is decoded)."""
+    for uri in list_parts(path, storage_options):
+        fs, p = storage.url_to_fs(uri, storage_options)
+        if "label" in pq.read_schema(p, filesystem=fs).names:
+            return True
+    return False
+
+
 def load_arrays(
     path: str,
     splits: Sequence[str] | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode to ``(ids int64[n], uint8[n, H, W, C], multi-hot bool[n, n_classes])``."""
+    """Decode to ``(ids int64[n], uint8[n, H, W, C], multi-hot bool[n, n_classes])`` (all-False
+    label rows for a set without labels)."""
+    ids, images, labels = load_arrays_unlabelled_ok(path, splits, storage_options=storage_options)
+    if labels is None:
+        labels = np.zeros((len(ids), read_info(path, storage_options).n_classes), dtype=bool)
+    return ids, images, labels
+
+
+def load_arrays_unlabelled_ok(
+    path: str,
+    splits: Sequence[str] | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """As :func:`load_arrays`, but the labels are None when the rows carry none (no ``label``
+    column, or only nulls in it): an unlabelled set."""
     info = read_info(path, storage_options)
     h, w = info.image_size
     if h != w:
@@ -330,8 +372,7 @@ def load_arrays(
     images = np.empty((table.num_rows, h, w, info.channels), dtype=np.uint8)
     for i, data in enumerate(table.column("image").to_pylist()):
         images[i] = decode_image(data, image_size=h, channels=info.channels)
-    if "label" in table.column_names:
-        labels = label_column_to_multihot(table.column("label"), info.n_classes)
-    else:
-        labels = np.zeros((table.num_rows, info.n_classes), dtype=bool)
-    return ids, images, labels
+    labelled = "label" in table.column_names and table.column("label").null_count < table.num_rows
+    if not labelled:
+        return ids, images, None
+    return ids, images, label_column_to_multihot(table.column("label"), info.n_classes)

@@ -45,12 +45,15 @@ def train_splits(info: DatasetInfo) -> list[str]:
 
 def load_train_split(
     image_set: str, storage_options: dict[str, Any] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(uint8[n, H, W, C] images, multi-hot labels)`` of an image set's training split."""
-    from indexer.imageset import load_arrays, read_info
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(uint8[n, H, W, C] images, multi-hot labels)`` of an image set's training split; the
+    labels are None when the set has no ``label`` column (or only nulls in it)."""
+    from indexer.imageset import load_arrays_unlabelled_ok, read_info
 
     splits = train_splits(read_info(image_set, storage_options))
-    _, images, labels = load_arrays(image_set, splits, storage_options=storage_options)
+    _, images, labels = load_arrays_unlabelled_ok(
+        image_set, splits, storage_options=storage_options
+    )
     if len(images) == 0:
         raise ValueError(f"{image_set}: the training split(s) {splits} hold no images")
     return images, labels
@@ -74,7 +77,15 @@ def train_encoder(
     run = TrainRunConfig() if run is None else run
     if not isinstance(run, TrainRunConfig):
         raise TypeError(f"train_encoder: run must be a TrainRunConfig, got {type(run).__name__}")
+    from indexer.imageset import has_label_column, read_info
+
+    if config.create_method().needs_labels and not has_label_column(image_set, storage_options):
+        raise ValueError(
+            f"method {config.method!r} needs class labels, but the image set {image_set} has no "
+            "'label' column (train it with a method that needs no labels, e.g. 'bdnn-unsup')"
+        )
     images, labels = load_train_split(image_set, storage_options)
+    info = read_info(image_set, storage_options)
     logger.info("training %s on %d images of %s", config.method, len(images), image_set)
     return train_arrays(
         images,
@@ -85,4 +96,5 @@ def train_encoder(
         use_gpu=run.use_gpu,
         resume=run.resume,
         max_failures=run.max_failures,
+        label_distance=info.label_distances() if labels is not None else None,
     )

@@ -1,4 +1,7 @@
-"""``TrainConfig``: every knob of the ODH / CSQ training, the single source of its defaults.
+"""``TrainConfig``: the knobs every hashing method shares, the single source of their defaults.
+
+A method's own knobs live in its frozen config class (:mod:`odh_core.methods`), given here as
+``method_config`` (a JSON object on the command line) and validated by that class.
 
 A light module (no torch): the ``odh train`` command line and ``docs/cli.md`` are generated from
 these fields, and ``odh_core.train`` / ``odh_core.distributed`` / ``odh_core.stages`` all import
@@ -14,34 +17,38 @@ from typing import Any
 from odh_core.options import option
 
 __all__ = [
-    "CENTRES",
-    "METHODS",
+    "LEGACY_METHOD_KEYS",
     "MODES",
     "TrainConfig",
     "TrainRunConfig",
-    "list_centres",
     "list_methods",
     "list_modes",
 ]
 
-METHODS = ("odh", "csq")
 MODES = ("spec", "faithful")
-CENTRES = ("semantic", "hadamard")
+
+# TrainConfig fields before methods became plug-ins → (method, key of its config)
+LEGACY_METHOD_KEYS: dict[str, tuple[str, str]] = {
+    "tau": ("odh", "tau"),
+    "w_cls_stage1": ("odh", "w_cls_stage1"),
+    "w_agg": ("odh", "w_agg"),
+    "w_cls_stage2": ("odh", "w_cls_stage2"),
+    "centres": ("odh", "centres"),
+    "train_classifier_backbone": ("odh", "train_classifier_backbone"),
+    "csq_lambda": ("csq", "lam"),
+}
 
 
 def list_methods() -> list[str]:
-    """The hashing methods ``TrainConfig.method`` accepts."""
-    return list(METHODS)
+    """The hashing methods ``TrainConfig.method`` accepts (the method registry)."""
+    from odh_core.methods import list_methods as registered
+
+    return registered()
 
 
 def list_modes() -> list[str]:
     """``spec`` (ALGORITHMS.md as written) or ``faithful`` (the reference code's quirks)."""
     return list(MODES)
-
-
-def list_centres() -> list[str]:
-    """The ODH hash-centre kinds."""
-    return list(CENTRES)
 
 
 def _list_encoders() -> list[str]:
@@ -58,7 +65,8 @@ def _list_layers() -> list[str]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of the ODH / CSQ training (ALGORITHMS.md §2, §3 defaults)."""
+    """The training knobs every method shares (ALGORITHMS.md §2 defaults) + the method's own
+    config as ``method_config`` (validated by the method's config class)."""
 
     model: str = option("resnet_small", help="encoder registry name", choices=_list_encoders)
     n_bits: int = option(64, help="code length (a positive multiple of 8)", flag="--bits")
@@ -66,8 +74,14 @@ class TrainConfig:
     binary: bool = option(
         True, help="train the full-precision twin (not binary)", flag="--full-precision"
     )
-    method: str = option("odh", help="hashing method", choices=list_methods)
-    warmup_epochs: int = option(2, help="stage-0 full-precision classifier epochs (ODH only)")
+    method: str = option("odh", help="hashing method: %(choices)s", choices=list_methods)
+    method_config: dict[str, Any] = option(
+        default_factory=dict,
+        help="the method's own options as a JSON object (docs/method.md lists them per method)",
+    )
+    warmup_epochs: int = option(
+        2, help="stage-0 full-precision classifier epochs (methods that use a classifier)"
+    )
     transition_epoch: int = option(
         3, help="stage-1 (exploration) epochs = transition epoch", flag="--stage1-epochs"
     )
@@ -77,16 +91,8 @@ class TrainConfig:
     lr_max: float = option(1e-3, help="OneCycle peak learning rate")
     warmup_lr: float = option(1e-3, help="stage-0 classifier learning rate")
     weight_decay: float = option(1e-5, help="AdamW weight decay")
-    grad_clip: float = option(5.0, help="gradient-norm clip on the centre MLP + classifier")
-    tau: float = option(0.2, help="temperature of the hash-centre loss")
+    grad_clip: float = option(5.0, help="gradient-norm clip on the method's own parameters")
     n_pos: int = option(2, help="positives per class in a batch")
-    w_cls_stage1: float = option(1e-3, help="classification-loss weight in stage 1")
-    w_agg: float = option(1e-3, help="aggregation-loss weight in stage 2")
-    w_cls_stage2: float = option(1e-4, help="classification-loss weight in stage 2")
-    csq_lambda: float = option(1e-4, help="CSQ quantisation-loss weight")
-    train_classifier_backbone: bool = option(
-        False, help="let L_cls train the backbone too (default: W (+BN) only, backbone frozen)"
-    )
     seed: int = option(0, help="random seed")
     val_fraction: float = option(0.1, help="share of the training images held out for validation")
     val_db_max: int = option(2000, help="validation database: at most this many training images")
@@ -95,11 +101,6 @@ class TrainConfig:
         "spec",
         help="faithful: the reference code's quirks (weight-only XNOR, pre-split stage-2 pools)",
         choices=list_modes,
-    )
-    centres: str = option(
-        "semantic",
-        help="ODH hash centres (hadamard: fixed CSQ centres, an ablation)",
-        choices=list_centres,
     )
     fail_at_epoch: int = option(
         -1, help="test hook: rank 0 exits once after this global epoch's checkpoint", cli=False
@@ -114,13 +115,24 @@ class TrainConfig:
 
     @property
     def n_epochs(self) -> int:
-        """Global epochs: warm-up (ODH with semantic centres only) + stage 1 + stage 2."""
+        """Global epochs: warm-up (methods that use a classifier) + stage 1 + stage 2."""
         return self.n_warmup_epochs + self.transition_epoch + self.stage2_epochs
 
     @property
     def n_warmup_epochs(self) -> int:
-        uses_classifier = self.method == "odh" and self.centres == "semantic"
-        return self.warmup_epochs if uses_classifier else 0
+        return self.warmup_epochs if self.create_method().needs_classifier else 0
+
+    def parsed_method_config(self) -> Any:
+        """The method's frozen config built from ``method_config``."""
+        from odh_core.methods import method_config
+
+        return method_config(self.method, self.method_config)
+
+    def create_method(self) -> Any:
+        """A fresh :class:`~odh_core.methods.base.HashMethod` for this configuration."""
+        from odh_core.methods import create_method
+
+        return create_method(self.method, **self.method_config)
 
     def __post_init__(self) -> None:
         from odh_core.packing import check_n_bits
@@ -131,12 +143,19 @@ class TrainConfig:
         layers = _list_layers()
         if self.layer not in layers:
             raise ValueError(f"TrainConfig.layer must be one of {layers}, got {self.layer!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"TrainConfig.method must be one of {METHODS}, got {self.method!r}")
+        methods = list_methods()
+        if self.method not in methods:
+            raise ValueError(f"TrainConfig.method must be one of {methods}, got {self.method!r}")
+        if not isinstance(self.method_config, dict):
+            raise TypeError(
+                f"TrainConfig.method_config must be a dict, got {type(self.method_config).__name__}"
+            )
+        try:
+            self.parsed_method_config()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"TrainConfig.method_config ({self.method}): {exc}") from exc
         if self.mode not in MODES:
             raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
-        if self.centres not in CENTRES:
-            raise ValueError(f"TrainConfig.centres must be one of {CENTRES}, got {self.centres!r}")
         check_n_bits(self.n_bits, "TrainConfig.n_bits")
         for name in ("warmup_epochs", "transition_epoch", "stage2_epochs"):
             if getattr(self, name) < 0:
@@ -148,18 +167,36 @@ class TrainConfig:
                 "TrainConfig: need n_pos >= 1 and batch_size >= 2·n_pos, "
                 f"got n_pos={self.n_pos}, batch_size={self.batch_size}"
             )
-        if self.tau <= 0 or self.lr <= 0 or self.lr_max < self.lr:
-            raise ValueError("TrainConfig: tau and lr must be positive and lr_max >= lr")
+        if self.lr <= 0 or self.lr_max < self.lr:
+            raise ValueError("TrainConfig: lr must be positive and lr_max >= lr")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.num_threads < 1:
             raise ValueError(f"TrainConfig.num_threads must be >= 1, got {self.num_threads}")
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields as given (``from_dict`` round-trips them)."""
         return dataclasses.asdict(self)
+
+    def full_method_config(self) -> dict[str, Any]:
+        """The method's config with every knob (its defaults filled in), for records."""
+        return dataclasses.asdict(self.parsed_method_config())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A dict → TrainConfig; the method knobs of older configs (``tau``, ``csq_lambda``, …
+        as top-level keys) move into ``method_config`` of the method they belong to (and are
+        dropped for another method)."""
+        data = dict(data)
+        method = data.get("method", "odh")
+        moved = dict(data.get("method_config") or {})
+        for key, (owner, name) in LEGACY_METHOD_KEYS.items():
+            if key in data:
+                value = data.pop(key)
+                if owner == method:
+                    moved.setdefault(name, value)
+        if moved or "method_config" in data:
+            data["method_config"] = moved
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -40,9 +40,11 @@ def _encoder_config(cfg: TrainConfig, result: Any, extra: dict[str, Any]) -> Any
         method=cfg.method,
         layer=cfg.effective_layer,
         binary=cfg.binary,
-        n_classes=result.n_classes,
+        n_classes=result.n_classes or None,
         provenance={
             "train_config": cfg.to_dict(),
+            "method_config": cfg.full_method_config(),
+            "method_info": result.method_info,
             "best_epoch": result.best_epoch,
             "best_val_map_all_tie_aware": result.best_val_map,
             "history": result.history,
@@ -124,7 +126,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         initial_state=initial_state,
     )
     t0 = time.perf_counter()
-    result = fit(images, labels, cfg, ctx)
+    result = fit(images, labels, cfg, ctx, label_distance=loop_config.get("label_distance"))
     wall = time.perf_counter() - t0
     final: dict[str, Any] = {"best_epoch": result.best_epoch, "train_wall_s": wall, "final": 1}
     if result.best_val_map is not None:
@@ -167,7 +169,7 @@ def _run_name(storage: str, resume: bool) -> str:
 
 def run_ray_training(
     images: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     config: TrainConfig,
     output_dir: str,
     *,
@@ -175,6 +177,7 @@ def run_ray_training(
     use_gpu: bool = False,
     resume: bool = False,
     max_failures: int = 2,
+    label_distance: np.ndarray | None = None,
 ) -> str:
     """Run the training in a Ray Train ``TorchTrainer``; returns ``<output_dir>/checkpoint``.
 
@@ -199,6 +202,7 @@ def run_ray_training(
             "config": config.to_dict(),
             "images_ref": ray.put(images),
             "labels_ref": ray.put(labels),
+            "label_distance": label_distance,
             "storage_dir": storage,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

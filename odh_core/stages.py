@@ -1,5 +1,9 @@
 """The training loop: stage 0 warm-up, stage 1 space exploration, stage 2 code aggregation.
 
+The loop names no hashing method: it asks the method object (``TrainConfig.create_method()``,
+see :mod:`odh_core.methods`) whether it needs the warm-up classifier, labels and class-balanced
+stage-2 groups, lets it build its centres / state, and calls its loss per stage.
+
 Framework-free: the Ray wrapper (``distributed.py``) supplies a ``LoopContext`` with the rank,
 DDP wrapping, metric reporting, per-epoch checkpointing and the state to resume from. Epochs are
 counted globally (warm-up epochs first); a training state captured after global epoch ``g``
@@ -21,7 +25,6 @@ import torch
 from torch import nn
 
 from odh_core.augment import STRONG, WEAK, augment
-from odh_core.centres import csq_centres, multilabel_centres
 from odh_core.config import TrainConfig
 from odh_core.data import (
     GroupBatchSampler,
@@ -31,10 +34,12 @@ from odh_core.data import (
     split_indices,
 )
 from odh_core.layers import get_layer_config, set_ede_progress
-from odh_core.losses import aggregation_loss, classification_loss, csq_loss, hash_centre_loss
+from odh_core.losses import classification_loss
+from odh_core.methods.base import HashMethod, MethodSetup, StepInput
 from odh_core.metrics import evaluate_codes
 from odh_core.models import create_encoder
 from odh_core.packing import pack_bits
+from odh_core.progress import EpochProgress as _Progress
 from odh_core.trainmodule import ClassifierView, HashTrainModule
 
 logger = logging.getLogger(__name__)
@@ -80,6 +85,7 @@ class FitResult:
     best_val_map: float | None
     history: list[dict[str, Any]]
     resumed_from: int | None = None  # global epoch of the state the run resumed from
+    method_info: dict[str, Any] = field(default_factory=dict)  # what the method reports
 
 
 @dataclass
@@ -211,18 +217,35 @@ def _warmup(
     return fp
 
 
+def _targets(labels: np.ndarray | None, n: int) -> np.ndarray:
+    """Multi-hot targets; an unlabelled set (``labels`` None) has zero classes."""
+    if labels is None:
+        return np.zeros((n, 0), dtype=np.float32)
+    return labels_to_multihot(labels)
+
+
+def check_method_labels(method: str, needs_labels: bool, has_labels: bool) -> None:
+    """Refuse, before any work, a method that needs labels on a set without them."""
+    if needs_labels and not has_labels:
+        raise ValueError(
+            f"method {method!r} needs class labels, but the training images have no 'label' "
+            "column (an unlabelled set trains with a method that needs no labels, e.g. "
+            "'bdnn-unsup')"
+        )
+
+
 def _split_data(
-    images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopContext
+    images: np.ndarray, labels: np.ndarray | None, cfg: TrainConfig, ctx: LoopContext
 ) -> tuple[TrainData, TrainData, TrainData | None, TrainData | None, TrainData]:
     """(full train split, this rank's shard, val, val database, stage-2 pool data)."""
-    targets = labels_to_multihot(labels)
+    targets = _targets(labels, len(images))
     tr_idx, va_idx = split_indices(len(images), cfg.val_fraction, cfg.seed)
     full = TrainData.from_arrays(images[tr_idx], targets[tr_idx])
     per_rank = len(full) // ctx.world_size
     shard = np.arange(ctx.rank, per_rank * ctx.world_size, ctx.world_size)
     train = full.subset(shard).to(ctx.device)
     val = db = None
-    if ctx.rank == 0 and len(va_idx) > 0:
+    if ctx.rank == 0 and len(va_idx) > 0 and targets.shape[1] > 0:
         val = dataclasses.replace(
             TrainData.from_arrays(images[va_idx], targets[va_idx]), mean=full.mean, std=full.std
         ).to(ctx.device)
@@ -241,8 +264,21 @@ def _split_data(
     return full, train, val, db, pool_data
 
 
-def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopContext) -> FitResult:
-    """Run all stages; returns the encoder state selected on validation tie-aware mAP."""
+def fit(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: TrainConfig,
+    ctx: LoopContext,
+    *,
+    label_distance: np.ndarray | None = None,
+) -> FitResult:
+    """Run all stages; returns the encoder state selected on validation tie-aware mAP (the last
+    epoch's when there is no validation: an unlabelled set or ``val_fraction`` 0).
+
+    ``labels`` may be None for a method that needs none; ``label_distance`` (``[C, C]`` in
+    [0, 1], from a class hierarchy) is offered to the method."""
+    method: HashMethod = cfg.create_method()
+    check_method_labels(cfg.method, method.needs_labels, labels is not None)
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed + ctx.rank)
     if ctx.device.type == "cuda":
@@ -268,40 +304,45 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         in_channels=in_ch,
     )
     n_warm = cfg.n_warmup_epochs
-    if n_warm > 0 or (cfg.method == "odh" and cfg.centres == "semantic"):
+    classifier = None
+    if method.needs_classifier:
+        if train.n_classes == 0:
+            raise ValueError(f"method {cfg.method!r} needs the warm-up classifier, hence labels")
         classifier = _warmup(train, cfg, ctx, rngs, history, state)
-        module = HashTrainModule(
-            encoder,
+    method.setup(
+        MethodSetup(
+            n_bits=cfg.n_bits,
+            n_classes=train.n_classes,
+            seed=cfg.seed,
+            images=train.images,
+            targets=train.targets,
+            n_rows=max(len(train), len(pool_data)),
+            encoder=encoder,
             classifier=classifier,
-            centres=None,
-            train_classifier_backbone=cfg.train_classifier_backbone,
+            normalise=train.normalise,
+            label_distance=None if label_distance is None else torch.as_tensor(label_distance),
         )
-    else:
-        c, info = csq_centres(train.n_classes, cfg.n_bits, seed=cfg.seed)
-        logger.info("fixed centres %s", info)
-        module = HashTrainModule(
-            encoder, classifier=None, centres=torch.from_numpy(c), train_classifier_backbone=False
-        )
+    )
+    module = HashTrainModule(encoder, method)
     module = module.to(ctx.device)
     hash_state = state if state is not None and state["phase"] == "hash" else None
     if hash_state is not None:
         module.load_state_dict(hash_state["module"])
-    clip_params = [
-        p
-        for n, p in module.named_parameters()
-        if p.requires_grad and n.startswith(("centre_module", "classifier"))
-    ]
+    clip_params = method.clip_parameters()
     wrapped = ctx.prepare(module)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps1 = _n_batches(len(train), cfg.batch_size)
-    steps2 = max(1, len(train) // cfg.batch_size)
+    grouped = method.grouped_stage2 and train.n_classes > 0
+    steps2 = max(1, len(train) // cfg.batch_size) if grouped else steps1
     total_steps = max(1, cfg.transition_epoch * steps1 + cfg.stage2_epochs * steps2)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr_max, total_steps=total_steps, div_factor=cfg.lr_max / cfg.lr
     )
-    sampler = GroupBatchSampler(
-        pool_data.targets.cpu().numpy() > 0, cfg.batch_size, cfg.n_pos, steps2
+    sampler = (
+        GroupBatchSampler(pool_data.targets.cpu().numpy() > 0, cfg.batch_size, cfg.n_pos, steps2)
+        if grouped
+        else None
     )
     uses_ede = cfg.binary and get_layer_config(cfg.effective_layer).act_backward == "ede"
     best_state: dict[str, torch.Tensor] | None = None
@@ -321,16 +362,16 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
             f"epoch {epoch + n_warm + 1}/{cfg.n_epochs} (stage {stage})",
             steps1 if stage == 1 else steps2,
         )
-        data = train if stage == 1 else pool_data
+        data = pool_data if stage == 2 and sampler is not None else train
         batches = (
-            shuffled_batches(len(train), cfg.batch_size, rngs.rng)
-            if stage == 1
-            else sampler.batches(rngs.rng)
+            sampler.batches(rngs.rng)
+            if stage == 2 and sampler is not None
+            else shuffled_batches(len(train), cfg.batch_size, rngs.rng)
         )
         for idx in batches:
             if uses_ede:
                 set_ede_progress(encoder, step / total_steps)
-            loss = _step_loss(wrapped, data, idx, stage, cfg, rngs)
+            loss = _step_loss(wrapped, method, data, idx, stage, cfg, rngs, step / total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_params and cfg.grad_clip > 0:
@@ -385,133 +426,37 @@ def fit(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, ctx: LoopConte
         best_val_map=best_map if val is not None else None,
         history=history,
         resumed_from=None if state is None else int(state["global_epoch"]),
+        method_info=dict(method.info),
     )
 
 
 def _step_loss(
     wrapped: nn.Module,
+    method: HashMethod,
     data: TrainData,
     idx: np.ndarray,
     stage: int,
     cfg: TrainConfig,
     rngs: _Rng,
+    progress: float,
 ) -> torch.Tensor:
+    """Stage 1: the weak view; stage 2: weak and strong views (the classifier sees the strong)."""
     x, y = data.batch(idx)
     weak = data.normalise(augment(x, WEAK, rngs.gen))
-    odh = cfg.method == "odh"
     if stage == 1:
-        u, centres, logits = wrapped(weak, weak)
-        h = torch.tanh(u)
-        if not odh:
-            return csq_loss(h, multilabel_centres(centres, y, seed=cfg.seed), lam=cfg.csq_lambda)
-        loss = hash_centre_loss(h, centres, y, tau=cfg.tau)
-        if logits is not None:
-            loss = loss + cfg.w_cls_stage1 * classification_loss(logits, y)
-        return loss
-    strong = data.normalise(augment(x, STRONG, rngs.gen))
-    u, centres, logits = wrapped(torch.cat([weak, strong]), strong)
-    h = torch.tanh(u)
-    h_weak, h_strong = h[: len(idx)], h[len(idx) :]
-    if not odh:
-        c = multilabel_centres(centres, y, seed=cfg.seed)
-        return 0.5 * (
-            csq_loss(h_weak, c, lam=cfg.csq_lambda) + csq_loss(h_strong, c, lam=cfg.csq_lambda)
-        )
-    l_hc = hash_centre_loss(h_weak, centres, y, tau=cfg.tau)
-    l_agg = aggregation_loss(h_strong, h_weak, n_pos=cfg.n_pos, generator=rngs.agg)
-    loss = l_hc + cfg.w_agg * l_agg
-    if logits is not None:
-        loss = loss + cfg.w_cls_stage2 * classification_loss(logits, y)
-    return loss
-
-
-class _Progress:
-    """Progress of one epoch on rank 0: a tqdm bar with the running loss on a terminal, else a
-    log line every ``_LINE_EVERY_S`` seconds (a log file or a Ray worker); then one epoch line
-    with the loss, validation mAP and the time left. ``TQDM_DISABLE=1`` turns the bar off.
-
-    The running loss is read from the accumulated tensor only when shown (no per-step sync)."""
-
-    _LINE_EVERY_S = 15.0
-    _BAR_EVERY_S = 0.5
-
-    def __init__(self, ctx: LoopContext, total_epochs: int) -> None:
-        import sys
-
-        self.enabled = ctx.rank == 0
-        self.tty = self.enabled and sys.stderr.isatty()
-        self.total_epochs = max(1, total_epochs)
-        self.epoch_seconds: list[float] = []
-        self._bar: Any = None
-        if self.enabled and not self.tty and not logging.getLogger().handlers:
-            # A Ray worker configures no logging: without a handler these lines would vanish.
-            if not logger.handlers:
-                handler = logging.StreamHandler(sys.stderr)
-                handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-                logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-
-    def start(self, title: str, n_batches: int) -> None:
-        self.title, self.n_batches, self.t0 = title, n_batches, time.perf_counter()
-        self.seen, self.last_show = 0, self.t0
-        if self.tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=n_batches, desc=title, unit="batch", leave=False)
-
-    def step(self, total: Any, n: int) -> None:
-        """After a batch: ``total`` is the summed loss (a tensor) over ``n`` batches."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self._bar is not None:
-            self._bar.update(n - self.seen)
-            self.seen = n
-            if now - self.last_show >= self._BAR_EVERY_S:
-                self._bar.set_postfix(loss=f"{float(total) / max(n, 1):.4f}", refresh=False)
-                self.last_show = now
-        elif not self.tty and now - self.last_show >= self._LINE_EVERY_S:
-            self.last_show = now
-            logger.info(
-                "%s: batch %d/%d (%.0f%%), loss %.4f, %.0f s",
-                self.title,
-                n,
-                self.n_batches,
-                100.0 * n / max(self.n_batches, 1),
-                float(total) / max(n, 1),
-                now - self.t0,
-            )
-
-    def end(self, rec: dict[str, Any], best_map: float) -> None:
-        """The epoch line: loss, validation mAP (best so far) and the time left."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        if not self.enabled:
-            return
-        self.epoch_seconds.append(float(rec["epoch_s"]))
-        done = int(rec["global_epoch"]) + 1
-        left = max(0, self.total_epochs - done)
-        eta = left * float(np.mean(self.epoch_seconds))
-        parts = [f"{self.title} done: loss {rec['loss']:.4f}"]
-        if "val_map" in rec:
-            parts.append(f"val mAP {rec['val_map']:.4f} (best {max(best_map, rec['val_map']):.4f})")
-        parts.append(f"{rec['epoch_s']:.1f} s")
-        parts.append(f"{left} epoch{'s' if left != 1 else ''} left, ~{_duration(eta)}")
-        line = ", ".join(parts)
-        if self.tty:
-            from tqdm import tqdm
-
-            tqdm.write(line)
-        else:
-            logger.info("%s", line)
-
-
-def _duration(seconds: float) -> str:
-    """``75`` → ``1m15s``; ``3725`` → ``1h02m``."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+        x_in, x_cls, n_views = weak, weak, 1
+    else:
+        strong = data.normalise(augment(x, STRONG, rngs.gen))
+        x_in, x_cls, n_views = torch.cat([weak, strong]), strong, 2
+    u, extras = wrapped(x_in, x_cls)
+    step = StepInput(
+        u=u,
+        n_views=n_views,
+        targets=y,
+        idx=torch.from_numpy(np.asarray(idx, dtype=np.int64)),
+        extras=extras,
+        progress=progress,
+        n_pos=cfg.n_pos,
+        generator=rngs.agg,
+    )
+    return method.loss(step, stage)

@@ -7,15 +7,14 @@ import logging
 
 import numpy as np
 
-from odh_core.config import CENTRES, METHODS, MODES, TrainConfig, TrainRunConfig
+from odh_core.config import MODES, TrainConfig, TrainRunConfig, list_methods
 
 __all__ = [
-    "CENTRES",
-    "METHODS",
     "MODES",
     "TrainConfig",
     "TrainRunConfig",
     "check_arrays",
+    "list_methods",
     "train_encoder",
 ]
 
@@ -24,8 +23,8 @@ _RUN = TrainRunConfig()  # the defaults of the keyword arguments below
 logger = logging.getLogger(__name__)
 
 
-def check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
-    """Validate training arrays at the public boundary."""
+def check_arrays(images: np.ndarray, labels: np.ndarray | None) -> None:
+    """Validate training arrays at the public boundary (``labels`` None: an unlabelled set)."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
             f"images must be uint8[n, H, W, C], got {getattr(images, 'dtype', type(images))}"
@@ -33,19 +32,21 @@ def check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
         )
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {images.shape[-1]}")
+    if images.shape[0] < 4:
+        raise ValueError(f"need at least 4 training images, got {images.shape[0]}")
+    if labels is None:
+        return
     labels = np.asarray(labels)
     if labels.shape[0] != images.shape[0] or labels.ndim not in (1, 2):
         raise ValueError(
             f"labels must be int[n] or multi-hot [n, C] with n={images.shape[0]}, "
             f"got shape {labels.shape}"
         )
-    if images.shape[0] < 4:
-        raise ValueError(f"need at least 4 training images, got {images.shape[0]}")
 
 
 def train_encoder(
     images: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     config: TrainConfig,
     output_dir: str,
     *,
@@ -53,6 +54,7 @@ def train_encoder(
     use_gpu: bool = _RUN.use_gpu,
     resume: bool = _RUN.resume,
     max_failures: int = _RUN.max_failures,
+    label_distance: np.ndarray | None = None,
 ) -> str:
     """Train an encoder with Ray Train (``TorchTrainer``, DDP when workers > 1).
 
@@ -61,6 +63,8 @@ def train_encoder(
     restarts the worker group from the latest one (``max_failures`` times). ``resume=True``
     continues the latest run recorded under ``output_dir``. Writes the best checkpoint (selected
     on validation tie-aware mAP) to ``<output_dir>/checkpoint`` and returns that path.
+    ``labels`` None (an unlabelled set) is refused, before any work, by a method that needs
+    labels; ``label_distance`` (``[C, C]`` in [0, 1]) comes from a class hierarchy.
     """
     from odh_core.distributed import run_ray_training
 
@@ -68,13 +72,17 @@ def train_encoder(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     TrainRunConfig(workers, use_gpu, resume, max_failures)  # validates, naming the field
     check_arrays(images, labels)
+    from odh_core.stages import check_method_labels
+
+    check_method_labels(config.method, config.create_method().needs_labels, labels is not None)
     return run_ray_training(
         images,
-        np.asarray(labels),
+        None if labels is None else np.asarray(labels),
         config,
         output_dir,
         workers=workers,
         use_gpu=use_gpu,
         resume=resume,
         max_failures=max_failures,
+        label_distance=label_distance,
     )

@@ -1,4 +1,4 @@
-"""The module trained in stages 1–2: encoder + (ODH) centre MLP and classifier, or fixed centres."""
+"""The module trained in stages 1–2: the encoder and the hashing method's own module."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import nn
 
-from odh_core.centres import SemanticCentres
+from odh_core.methods.base import HashMethod
 
 logger = logging.getLogger(__name__)
 
@@ -26,50 +26,19 @@ class ClassifierView(nn.Module):
 
 
 class HashTrainModule(nn.Module):
-    """Encoder + (ODH) centre MLP and warm-up classifier, or fixed (CSQ/Hadamard) centres.
+    """Encoder + the hashing method's own module (centres, classifier, codebook, bank, decoder).
 
-    With a ``classifier`` the centres are the semantic self-adaptive centres of its class rows
-    (recomputed every forward); otherwise ``centres`` is a fixed ±1 ``[C, K]`` buffer.
+    ``forward(x, x_cls)`` returns the encoder outputs ``u`` for ``x`` and the method's per-step
+    extras (computed here, inside the DDP-wrapped module, so their gradients are reduced).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        classifier: nn.Module | None,
-        centres: torch.Tensor | None,
-        train_classifier_backbone: bool,
-    ) -> None:
+    def __init__(self, encoder: nn.Module, method: HashMethod) -> None:
         super().__init__()
-        if (classifier is None) == (centres is None):
-            raise ValueError("give exactly one of classifier and centres")
         self.encoder = encoder
-        self.classifier = classifier
-        self.train_classifier_backbone = train_classifier_backbone
-        if classifier is not None:
-            self.centre_module = SemanticCentres(classifier.feature_dim, encoder.n_bits)
-            for name, p in classifier.named_parameters():
-                trainable = name.startswith("classifier") or (
-                    train_classifier_backbone and not name.startswith("hash_head")
-                )
-                p.requires_grad_(trainable)
-        else:
-            self.register_buffer("fixed_centres", centres)
-
-    def train(self, mode: bool = True) -> HashTrainModule:
-        super().train(mode)
-        if self.classifier is not None and not self.train_classifier_backbone:
-            self.classifier.eval()  # frozen backbone: fixed BN statistics
-        return self
+        self.method = method
 
     def forward(
         self, x: torch.Tensor, x_cls: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns (u for x, centres, classifier logits for x_cls or None)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         u = self.encoder(x)
-        if self.classifier is None:
-            return u, self.fixed_centres, None
-        centres = self.centre_module(self.classifier.classifier.weight)
-        with torch.set_grad_enabled(self.train_classifier_backbone and torch.is_grad_enabled()):
-            feats = self.classifier.features(x_cls)
-        return u, centres, self.classifier.classify_features(feats)
+        return u, self.method(u, x, x_cls)

@@ -30,6 +30,18 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
+# This project's choice of a class hierarchy for Fashion-MNIST ({class: group}): tops
+# (T-shirt/top, Pullover, Coat, Shirt) and footwear (Sandal, Sneaker, Ankle boot); Trouser, Dress
+# and Bag hang from the root. Written into _dataset.json for SHREWD and mAHP@k.
+HIERARCHY = {
+    "T-shirt/top": "tops",
+    "Pullover": "tops",
+    "Coat": "tops",
+    "Shirt": "tops",
+    "Sandal": "footwear",
+    "Sneaker": "footwear",
+    "Ankle boot": "footwear",
+}
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 PROTOCOLS = FASHION_MNIST_PROTOCOLS
 _FILES = {
@@ -161,6 +173,7 @@ def convert_fashion_mnist(
         image_size=(int(images.shape[1]), int(images.shape[2])),
         channels=1,
         protocol=proto,
+        hierarchy=dict(HIERARCHY),
     )
     info = write_image_set(table, output, info, rows_per_part, storage_options=storage_options)
     logger.info(

@@ -75,8 +75,9 @@ def test_flags_and_defaults_are_the_configs(command) -> None:
 
 def test_choices_come_from_the_registries() -> None:
     from indexer.quantizer import list_quantizers
-    from odh_core.config import list_centres, list_methods, list_modes
+    from odh_core.config import list_modes
     from odh_core.layers import list_layers
+    from odh_core.methods import list_methods
     from odh_core.models import list_encoders
     from serving.config import list_placements
 
@@ -88,7 +89,6 @@ def test_choices_come_from_the_registries() -> None:
     assert choices(train, "layer") == list_layers() and "xnor_weight_only" not in list_layers()
     assert choices(train, "method") == list_methods()
     assert choices(train, "mode") == list_modes()
-    assert choices(train, "centres") == list_centres()
     assert choices(config_class("indexer.build:BuildConfig"), "quantizer") == list_quantizers()
     assert choices(config_class("serving.config:ServeConfig"), "placement") == list_placements()
 

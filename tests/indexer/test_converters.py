@@ -55,6 +55,7 @@ def test_fmnist1_splits(tmp_path: Path) -> None:
     assert info.protocol is not None and info.protocol.name == "fmnist-1"
     assert info.protocol.database_splits == ("train", "database")
     assert read_info(out) == info
+    assert info.hierarchy is not None and info.hierarchy["Sneaker"] == "footwear"  # SHREWD, mAHP
     table = read_image_set(out)
     assert table.column("id").to_pylist() == list(range(120))
     keys = table.column("key").to_pylist()

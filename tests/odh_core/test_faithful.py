@@ -16,7 +16,7 @@ def test_effective_layer_switch() -> None:
     with pytest.raises(ValueError, match="mode"):
         TrainConfig(mode="reference")
     with pytest.raises(ValueError, match="centres"):
-        TrainConfig(centres="random")
+        TrainConfig(method_config={"centres": "random"})
 
 
 def test_weight_only_xnor_keeps_real_activations() -> None:

@@ -1,0 +1,116 @@
+"""ODH (ALGORITHMS.md §2): semantic self-adaptive centres co-trained with the encoder, L_hc,
+code aggregation L_agg in stage 2, and the warm-up classifier's L_cls."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from odh_core.centres import SemanticCentres, csq_centres
+from odh_core.losses import aggregation_loss, classification_loss, hash_centre_loss
+from odh_core.methods.base import HashMethod, MethodSetup, StepInput
+from odh_core.methods.registry import register_method
+from odh_core.options import option
+
+logger = logging.getLogger(__name__)
+
+CENTRES = ("semantic", "hadamard")
+
+
+@dataclass(frozen=True)
+class OdhConfig:
+    """ODH's knobs (ALGORITHMS.md §2 defaults)."""
+
+    tau: float = option(0.2, help="temperature of the hash-centre loss")
+    w_cls_stage1: float = option(1e-3, help="classification-loss weight in stage 1")
+    w_agg: float = option(1e-3, help="aggregation-loss weight in stage 2")
+    w_cls_stage2: float = option(1e-4, help="classification-loss weight in stage 2")
+    centres: str = option(
+        "semantic",
+        help="hash centres (hadamard: fixed CSQ centres, an ablation)",
+        choices=CENTRES,
+    )
+    train_classifier_backbone: bool = option(
+        False, help="let L_cls train the backbone too (default: W (+BN) only, backbone frozen)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ValueError(f"OdhConfig.tau must be positive, got {self.tau}")
+        for name in ("w_cls_stage1", "w_agg", "w_cls_stage2"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"OdhConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.centres not in CENTRES:
+            raise ValueError(f"OdhConfig.centres must be one of {CENTRES}, got {self.centres!r}")
+
+
+@register_method("odh")
+class OdhMethod(HashMethod):
+    """One-bit Deep Hashing: stage 1 L_hc + w·L_cls; stage 2 L_hc(weak) + w·L_agg + w·L_cls."""
+
+    config_class = OdhConfig
+    grouped_stage2 = True
+    config: OdhConfig
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.config.centres == "semantic"
+
+    def setup(self, ctx: MethodSetup) -> None:
+        self.classifier: nn.Module | None = None
+        if self.needs_classifier:
+            if ctx.classifier is None:
+                raise ValueError("odh with semantic centres needs the warm-up classifier")
+            self.classifier = ctx.classifier
+            self.centre_module = SemanticCentres(ctx.classifier.feature_dim, ctx.n_bits)
+            train_bb = self.config.train_classifier_backbone
+            for name, p in ctx.classifier.named_parameters():
+                trainable = name.startswith("classifier") or (
+                    train_bb and not name.startswith("hash_head")
+                )
+                p.requires_grad_(trainable)
+        else:
+            c, info = csq_centres(ctx.n_classes, ctx.n_bits, seed=ctx.seed)
+            self.info["centres"] = info
+            self.register_buffer("fixed_centres", torch.from_numpy(c))
+
+    def train(self, mode: bool = True) -> OdhMethod:
+        super().train(mode)
+        if self.classifier is not None and not self.config.train_classifier_backbone:
+            self.classifier.eval()  # frozen backbone: fixed BN statistics
+        return self
+
+    def forward(
+        self, u: torch.Tensor, x: torch.Tensor, x_cls: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        if self.classifier is None:
+            return {"centres": self.fixed_centres}
+        centres = self.centre_module(self.classifier.classifier.weight)
+        train_bb = self.config.train_classifier_backbone
+        with torch.set_grad_enabled(train_bb and torch.is_grad_enabled()):
+            feats = self.classifier.features(x_cls)
+        return {"centres": centres, "logits": self.classifier.classify_features(feats)}
+
+    def loss(self, step: StepInput, stage: int) -> torch.Tensor:
+        cfg = self.config
+        centres, logits, y = step.extras["centres"], step.extras.get("logits"), step.targets
+        h = torch.tanh(step.u)
+        if stage == 1:
+            loss = hash_centre_loss(h, centres, y, tau=cfg.tau)
+            if logits is not None:
+                loss = loss + cfg.w_cls_stage1 * classification_loss(logits, y)
+            return loss
+        n = len(step.idx)
+        h_weak, h_strong = h[:n], h[n:]
+        l_hc = hash_centre_loss(h_weak, centres, y, tau=cfg.tau)
+        l_agg = aggregation_loss(h_strong, h_weak, n_pos=step.n_pos, generator=step.generator)
+        loss = l_hc + cfg.w_agg * l_agg
+        if logits is not None:
+            loss = loss + cfg.w_cls_stage2 * classification_loss(logits, y)
+        return loss
+
+    def clip_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
