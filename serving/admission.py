@@ -23,9 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 from serving.errors import SearchFailure
 
@@ -36,6 +40,7 @@ __all__ = [
     "BodyLimitMiddleware",
     "CostGate",
     "check_images",
+    "read_admin_token",
     "retry_after",
     "search_cost",
 ]
@@ -48,8 +53,12 @@ _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive`` mid-body: an HTTP error, so FastAPI's body reader passes it on
+    (any other exception there becomes a 400 "error parsing the body")."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=_too_large_detail(limit, None))
 
 
 def _too_large_detail(limit: int, seen: int | None) -> str:
@@ -88,7 +97,7 @@ class BodyLimitMiddleware:
             if message.get("type") == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:
@@ -196,3 +205,21 @@ class CostGate:
 
     def release(self, cost: int) -> None:
         self.inflight = max(0, self.inflight - cost)
+
+
+def read_admin_token(path: str | None) -> str | None:
+    """The admin token from ``path`` (``None``: reload disabled). A missing or empty file fails
+    the replica's start, naming the file (never its content)."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"admin_token_file: cannot read {path}: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"admin_token_file: {path} is empty")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("admin_token_file %s is readable by others (chmod 600 recommended)", path)
+    return token

@@ -34,8 +34,6 @@ answer one short line; the full error is logged by the ingress.
 import asyncio
 import hmac
 import logging
-import os
-import stat
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -175,7 +173,8 @@ class Ingress(ImageSetSource, QueryRouter):
 
         metrics = replica_metrics()
         _route_metrics[0] = metrics
-        super().__init__(
+        QueryRouter.__init__(
+            self,
             encoder,
             [LocalGroup(g) if isinstance(g, LocalGroupSpec) else g for g in groups],
             info,
@@ -192,7 +191,7 @@ class Ingress(ImageSetSource, QueryRouter):
         )
         # the whole request path: encoder hop (images) or id lookup, then the search hop
         self.request_deadline_s = self.encode_timeout_s + 2 * self.timeout_s + 1.0
-        self._admin_token = _read_admin_token(admin_token_file)
+        self._admin_token = admission.read_admin_token(admin_token_file)
         if self._admin_token is None:
             logger.info("no admin_token_file: POST /v1/admin/reload is disabled")
         self._ids: dict[int, np.ndarray] = {}
@@ -399,21 +398,3 @@ class Ingress(ImageSetSource, QueryRouter):
             raise HTTPException(
                 status_code=500, detail=f"reload failed: {short_reason(exc)}"
             ) from None
-
-
-def _read_admin_token(path: str | None) -> str | None:
-    """The admin token from ``path`` (``None``: reload disabled). A missing or empty file fails
-    the replica's start, naming the file (never its content)."""
-    if path is None:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read().strip()
-    except OSError as exc:
-        raise ValueError(f"admin_token_file: cannot read {path}: {exc.strerror}") from None
-    if not token:
-        raise ValueError(f"admin_token_file: {path} is empty")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("admin_token_file %s is readable by others (chmod 600 recommended)", path)
-    return token
