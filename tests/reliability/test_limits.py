@@ -84,8 +84,13 @@ def test_body_over_the_limit_is_413_before_parsing(server: str) -> None:
     )
     assert r.status_code == 413 and "262144 bytes" in r.json()["detail"]
     # not JSON at all but small: still the JSON error, not the body limit
-    r = httpx.post(f"{server}/v1/search", content=b"{", timeout=60)
-    assert r.status_code == 400
+    r = httpx.post(
+        f"{server}/v1/search",
+        content=b"{",
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["detail"].startswith("malformed JSON")
 
 
 def test_image_pixels_per_image_and_per_request(server: str) -> None:

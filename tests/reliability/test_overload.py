@@ -90,3 +90,11 @@ def test_search_cost_counts_what_the_searchers_probe() -> None:
     assert search_cost(3, 10, 4, 16) == 3 * 10 * 4
     assert search_cost(3, 10, 99, 16) == 3 * 10 * 16  # clipped to nlist
     assert search_cost(3, 10, None, None) == 30  # flat index: one list
+
+
+def test_client_reads_retry_after() -> None:
+    from serving.client import _retry_after
+
+    assert _retry_after({"retry-after": "2"}) == 2.0
+    assert _retry_after({}) is None
+    assert _retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
