@@ -147,9 +147,7 @@ class ODHClient:
                 message = body.get("detail", body) if isinstance(body, dict) else body
             except ValueError:
                 message = response.text
-            raise ODHClientError(
-                response.status_code, str(message), _retry_after(response.headers)
-            )
+            raise ODHClientError(response.status_code, str(message), _retry_after(response.headers))
         return response
 
     def search(
