@@ -231,6 +231,18 @@ def _markdown(result: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
         "",
+        "## Reading",
+        "",
+        "Shed requests are answered by Serve's proxy (`max_queued_requests` exceeded) with 503 "
+        "and `Retry-After`, without waiting for a replica: compare their p99 with the answered "
+        "requests' p99, which is queueing behind at most `max_ongoing_requests` + "
+        "`max_queued_requests` heavy searches on a shared 2-core machine. The first normal "
+        "query after the burst shows the service was not left degraded. With 2 replicas per "
+        "searcher group a SIGKILLed replica is covered by the retry on the other one (failed "
+        "and partial count the answers of the whole kill window); Serve restarts the replica "
+        "in the background. One index is served, so one generation is expected; a second "
+        "would mean answers mixed generations.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -245,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     import httpx
 
     from benchmarks.serve import make_codes
