@@ -22,6 +22,7 @@ __all__ = [
     "APP_NAME",
     "ServeConfig",
     "build_app",
+    "deployment_failures",
     "split_groups",
     "start_server",
     "stop_server",
@@ -222,8 +223,39 @@ def start_server(
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     logger.info("serving %s at %s", index_dir, url)
-    serve.run(app, name=app_name, route_prefix=route_prefix, blocking=blocking)
+    try:
+        serve.run(app, name=app_name, route_prefix=route_prefix, blocking=blocking)
+    except RuntimeError as exc:  # "Deploying application odh failed: ..." without the cause
+        causes = deployment_failures(app_name)
+        if not causes:
+            raise
+        raise RuntimeError(f"{exc} {'; '.join(causes)}") from exc
     return url
+
+
+def deployment_failures(app_name: str = APP_NAME) -> list[str]:
+    """``"Deployment: <last exception line>"`` for every failed deployment of ``app_name`` (what
+    Serve's deploy error leaves out: the replica constructor's exception, e.g. a checkpoint's
+    ``CheckpointError: sha256 mismatch ...``)."""
+    import re
+
+    try:
+        app_status = serve.status().applications.get(app_name)
+    except Exception as exc:  # the controller may be gone already
+        logger.warning("no Serve status for %s: %r", app_name, exc)
+        return []
+    if app_status is None:
+        return []
+    out = []
+    pattern = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b:.*)$", re.M)
+    for name, dep in app_status.deployments.items():
+        if str(dep.status) in ("HEALTHY", "DeploymentStatus.HEALTHY"):
+            continue
+        message = str(dep.message or "")
+        found = [m for m in pattern.findall(message) if not m.startswith("RuntimeError: Traceback")]
+        if found:
+            out.append(f"{name}: {found[-1].strip()}")
+    return out
 
 
 def stop_server(app_name: str = APP_NAME) -> None:

@@ -177,3 +177,29 @@ def test_reload_errors_are_short(server: str, tmp_path: Path) -> None:
         detail = r.json()["detail"]
         assert len(detail) <= 400 and "\n" not in detail and "Traceback" not in detail
         assert "pid=" not in detail
+
+
+def test_failed_deploy_names_the_cause(server: str, small: SmallIndex, tmp_path: Path) -> None:
+    """A corrupt encoder checkpoint: the deploy error carries the replica's exception (the sha256
+    mismatch), not only Serve's "failed to update the deployments"."""
+    import shutil
+
+    from ray import serve
+
+    from cluster.commands.serving import deploy_cause
+    from serving.app import start_server
+
+    bad = tmp_path / "ckpt"
+    shutil.copytree(small.checkpoint, bad)
+    model = bad / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    try:
+        with pytest.raises(RuntimeError) as info:
+            start_server(small.path, checkpoint=str(bad), app_name="odh-bad", route_prefix="/bad")
+    finally:
+        serve.delete("odh-bad")  # the module's server keeps running
+    cause = deploy_cause(info.value)
+    assert "sha256 mismatch" in cause and "model.safetensors" in cause
+    assert httpx.get(f"{server}/v1/healthz", timeout=60).status_code == 200
