@@ -98,3 +98,46 @@ def test_client_reads_retry_after() -> None:
     assert _retry_after({"retry-after": "2"}) == 2.0
     assert _retry_after({}) is None
     assert _retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+
+
+def test_a_cancelled_request_cancels_its_handle_calls() -> None:
+    """The ingress deadline cancels the request's task; the pending handle call is cancelled
+    with it (Serve then never starts it if it was still queued)."""
+    import asyncio
+
+    from serving.fanout import call_once
+
+    class Response:
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def __await__(self):  # type: ignore[no-untyped-def]
+            return self.future.__await__()
+
+        def cancel(self) -> None:
+            self.cancelled = True
+            self.future.cancel()
+
+    class Method:
+        def __init__(self) -> None:
+            self.responses: list[Response] = []
+
+        def remote(self, *args: object) -> Response:
+            self.responses.append(Response())
+            return self.responses[-1]
+
+    class Target:
+        search = Method()
+
+    async def scenario() -> Response:
+        target = Target()
+        task = asyncio.create_task(call_once(target, "search", (), 3600.0))
+        while not target.search.responses:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return target.search.responses[0]
+
+    assert asyncio.run(scenario()).cancelled
