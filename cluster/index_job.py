@@ -13,10 +13,14 @@ Resumability, stage by stage:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import shlex
 import tomllib
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +57,24 @@ class IndexJobConfig:
     concurrency: int = option_like(EncodeConfig, "concurrency")
     actor_cpus: float = option_like(EncodeConfig, "num_cpus")
     storage_options: dict[str, Any] | None = option(None, help="fsspec storage options (JSON)")
+    storage_options_file: str | None = option(
+        None,
+        help="JSON file of fsspec storage options (how --submit hands credentials to the job; "
+        "relative paths: the job's working dir)",
+    )
 
     def __hash__(self) -> int:  # storage_options (a dict) stays out of the hash
         return hash(tuple(v for k, v in asdict(self).items() if k != "storage_options"))
+
+    def resolved_storage_options(self) -> dict[str, Any] | None:
+        """``storage_options``, else the content of ``storage_options_file``."""
+        if self.storage_options is not None or not self.storage_options_file:
+            return self.storage_options
+        with open(self.storage_options_file, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"storage_options_file: {self.storage_options_file} is not an object")
+        return loaded
 
     def encode_config(self, codes: str) -> EncodeConfig:
         """The encode stage of this job, writing to ``codes``."""
@@ -85,7 +104,8 @@ class IndexJobConfig:
         """The `odh index` command line that runs this job on a cluster."""
         from cluster.cli_config import config_argv
 
-        # storage options stay out of the command line: credentials come from the job's env
+        # storage options never go on the command line (it is logged): --submit ships them as a
+        # file in the job's working dir (submit_index_job) and names the file here
         flags = config_argv(self, exclude=("storage_options",))
         return ["odh", "index", *flags, "--address", address]
 
@@ -95,7 +115,7 @@ def _encode_is_complete(codes: str, config: IndexJobConfig) -> bool:
     from indexer.codes import ENCODE_INFO_FILE, SUMMARY_FILE
     from odh_core.checkpoint import checkpoint_sha256
 
-    opts = config.storage_options
+    opts = config.resolved_storage_options()
     summary_uri = storage.join(codes, SUMMARY_FILE)
     if not storage.exists(summary_uri, opts):
         return False
@@ -113,9 +133,16 @@ def index(config: IndexJobConfig) -> dict[str, Any]:
     from indexer.build import build
     from indexer.encode import encode
 
+    opts = config.resolved_storage_options()
+    if opts is not None and config.storage_options is None:
+        config = replace(config, storage_options=opts, storage_options_file=None)
     codes = storage.join(storage.normalize(config.output), "codes")
     index_dir = storage.join(storage.normalize(config.output), "index")
-    record: dict[str, Any] = {"config": asdict(config), "codes": codes, "index": index_dir}
+    record: dict[str, Any] = {
+        "config": redact(asdict(config)),
+        "codes": codes,
+        "index": index_dir,
+    }
     if _encode_is_complete(codes, config):
         logger.info("index: encode already complete in %s, skipping it", codes)
         record["encode"] = "skipped (complete)"
@@ -132,6 +159,55 @@ def index(config: IndexJobConfig) -> dict[str, Any]:
         "nlist": manifest.nlist,
     }
     return record
+
+
+#: Keys of storage options (and other configs) whose values are credentials.
+_SECRET_KEY = re.compile(r"key|secret|token|password|passwd|credential|session|auth", re.I)
+REDACTED = "***"
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every credential-like entry (a key naming a key, secret, token, password,
+    credential, session or auth) replaced by ``***``, recursively: what is printed or logged."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and _SECRET_KEY.search(k) and v is not None
+            else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
+#: Folder (in the project root, git-ignored) of the storage-options files --submit ships.
+SUBMIT_SECRETS_DIR = ".odh-submit"
+
+
+def _ship_storage_options(
+    config: IndexJobConfig, env: dict[str, Any]
+) -> tuple[IndexJobConfig, str | None]:
+    """Write the job's storage options to a 0600 file inside the runtime env's working dir (it
+    travels in the uploaded package, never on the logged command line or in env vars); returns
+    the config naming that file and the local file to delete once the job was submitted."""
+    opts = config.resolved_storage_options()
+    if opts is None:
+        return config, None
+    working_dir = env.get("working_dir")
+    if not working_dir or not os.path.isdir(str(working_dir)):
+        raise ValueError(
+            "storage_options with --submit need a runtime env with a local working_dir to ship "
+            "them in (the default); with --runtime-env-json without one, give the cluster its "
+            "credentials in its own environment instead"
+        )
+    rel = os.path.join(SUBMIT_SECRETS_DIR, f"storage-{uuid.uuid4().hex}.json")
+    path = os.path.join(str(working_dir), rel)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(opts, fh)
+    return replace(config, storage_options=None, storage_options_file=rel), path
 
 
 def project_runtime_env(extra_env_vars: dict[str, str] | None = None) -> dict[str, Any]:
@@ -172,17 +248,22 @@ def submit_index_job(
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(dashboard_address)
-    entrypoint = shlex.join(config.command("auto"))
     env = project_runtime_env() if runtime_env is None else runtime_env
+    config, shipped = _ship_storage_options(config, env)
+    entrypoint = shlex.join(config.command("auto"))
     deadline = time.monotonic() + 120.0
-    while True:  # a freshly started head needs a moment before its job agent accepts jobs
-        try:
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env)
-            break
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2.0)
+    try:
+        while True:  # a freshly started head needs a moment before its job agent accepts jobs
+            try:
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env)
+                break
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
+    finally:
+        if shipped:  # uploaded with the working dir at submission: no copy stays here
+            os.unlink(shipped)
     logger.info("submitted %s: %s", job_id, entrypoint)
     if not wait:
         return job_id

@@ -11,9 +11,10 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from odh_core.options import option
 
@@ -64,22 +65,32 @@ def ray_runtime(config: RuntimeConfig | None = None) -> Iterator[None]:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     address = config.address or os.environ.get("RAY_ADDRESS") or None
-    if address not in (None, "local"):
+    embedded = address in (None, "local")
+    if not embedded:
         use_token_auth_if_available()  # read by Ray when it is first imported
+    else:
+        # the embedded cluster is this machine's alone: its node address (which Ray's services
+        # advertise and bind to) is loopback, not the host's address. Ray reads this when it is
+        # first imported (and its processes inherit it); _loopback_node_ip covers a late call.
+        os.environ.setdefault(_LOOPBACK_ENV, "0")
     import ray
 
     if ray.is_initialized():
         yield
         return
-    if address in (None, "local"):
+    children: list[Any] = []
+    if embedded:
         logger.info("starting an embedded local Ray cluster (num_cpus=%s)", config.num_cpus)
+        _loopback_node_ip()
         ray.init(
             address="local",  # never join another cluster that happens to run on this machine
             num_cpus=config.num_cpus,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
+            _node_ip_address=LOOPBACK,
         )
+        children = _child_processes()
     else:
         logger.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -90,4 +101,56 @@ def ray_runtime(config: RuntimeConfig | None = None) -> Iterator[None]:
             from ray import serve
 
             serve.shutdown()
+        if embedded:
+            children = _child_processes() or children  # the cluster's processes, by pid
         ray.shutdown()
+        _reap(children)
+
+
+#: The address of the embedded cluster's node.
+LOOPBACK = "127.0.0.1"
+#: Ray's switch between "a node reachable from other hosts" (1, Linux default) and loopback (0).
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_node_ip() -> None:
+    """Make Ray resolve this node's address to loopback even when it was imported before
+    ``ray_runtime`` set the environment (``ray.init(_node_ip_address="127.0.0.1")`` alone is
+    turned back into the host address by Ray)."""
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # pragma: no cover - a Ray without the switch
+        logger.warning("cannot pin the embedded Ray cluster to loopback on this Ray version")
+
+
+def _child_processes() -> list[Any]:
+    """This process's child processes (the embedded cluster: GCS, raylet, agents, workers)."""
+    try:
+        import psutil
+
+        return list(psutil.Process().children(recursive=True))
+    except Exception:  # pragma: no cover - psutil missing or the process table unreadable
+        return []
+
+
+def _reap(processes: list[Any], grace_s: float = 5.0) -> None:
+    """After ``ray.shutdown``: wait up to ``grace_s`` for the embedded cluster's processes to
+    exit, then terminate (and finally kill) the ones that linger — by pid, only those this
+    process started (Ray's agents otherwise outlive ``odh serve`` by about a minute)."""
+    if not processes:
+        return
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for proc in alive:
+        try:
+            logger.info("stopping lingering Ray process %d (%s)", proc.pid, proc.name())
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=3.0)
+    for proc in alive:
+        with suppress(psutil.Error):
+            proc.kill()

@@ -1,8 +1,9 @@
 """Ray Train wrapper: runs ``stages.fit`` in a ``TorchTrainer`` (DDP when workers > 1).
 
 Every epoch each worker calls ``ray.train.report``; rank 0 attaches a checkpoint directory with
-``train_state.pt`` (model, optimiser, scheduler, epoch, RNG states, best state so far). A restarted
-worker group (``FailureConfig(max_failures=...)``) and a ``resume=True`` run pick the latest one up
+``train_state.safetensors`` + ``train_state.json`` (model, optimiser, scheduler, epoch, RNG
+states, best state so far; ``odh_core.train_state``: resuming never unpickles). A restarted worker
+group (``FailureConfig(max_failures=...)``) and a ``resume=True`` run pick the latest one up
 with ``ray.train.get_checkpoint()``. The last report carries the exported encoder checkpoint.
 """
 
@@ -22,7 +23,7 @@ from odh_core.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = "train_state.json"  # + train_state.safetensors (odh_core.train_state)
 LATEST_RUN_FILE = "LATEST_RUN"
 RESULT_FILE = "train_result.json"
 
@@ -79,11 +80,11 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import ray.train.torch
-    import torch
 
     from odh_core.checkpoint import save_checkpoint
     from odh_core.models import create_encoder
     from odh_core.stages import LoopContext, fit
+    from odh_core.train_state import load_train_state, save_train_state
 
     cfg = TrainConfig.from_dict(loop_config["config"])
     storage_dir = loop_config["storage_dir"]
@@ -97,7 +98,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as ckpt_dir:
-            initial_state = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False)
+            initial_state = load_train_state(ckpt_dir)
         logger.info("rank %d resumes after global epoch %d", rank, initial_state["global_epoch"])
     holder: dict[str, Any] = {"state": initial_state}
 
@@ -107,7 +108,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = state_fn()
             holder["state"] = state
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save(state, os.path.join(tmp, STATE_FILE))
+                save_train_state(state, tmp)
                 ray.train.report(
                     _scalars(metrics),
                     checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -150,7 +151,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(model, enc_cfg, tmp)
         if holder["state"] is not None:  # so that resuming a finished run finds a state
-            torch.save(holder["state"], os.path.join(tmp, STATE_FILE))
+            save_train_state(holder["state"], tmp)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 

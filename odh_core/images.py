@@ -13,10 +13,16 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+
+#: The image formats any stage decodes (Pillow format names). Everything else — EPS/PS (which
+#: would run Ghostscript), PDF, ICNS, SGI, exotic plug-ins — is refused before a decoder runs.
+ALLOWED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageDecodeError(ValueError):
@@ -60,6 +66,31 @@ DEFAULT_MAX_BYTES = DEFAULT_IMAGE_LIMITS.max_bytes  # for callers that pass the 
 DEFAULT_MAX_PIXELS = DEFAULT_IMAGE_LIMITS.max_pixels
 
 
+def _open_allowed(image_module: Any, data: bytes) -> Any:
+    """``Image.open`` restricted to :data:`ALLOWED_IMAGE_FORMATS` (others: ImageDecodeError)."""
+    try:
+        return image_module.open(io.BytesIO(data), formats=list(ALLOWED_IMAGE_FORMATS))
+    except image_module.UnidentifiedImageError:
+        raise ImageDecodeError(
+            "cannot decode image: not one of the accepted formats "
+            f"({', '.join(ALLOWED_IMAGE_FORMATS)})"
+        ) from None
+
+
+def probe_image(data: bytes) -> tuple[str, int, int]:
+    """``(format, width, height)`` of an encoded image from its header only (no pixel data is
+    decoded; formats outside :data:`ALLOWED_IMAGE_FORMATS` raise ImageDecodeError)."""
+    from PIL import Image
+
+    try:
+        with _open_allowed(Image, bytes(data)) as img:
+            return str(img.format), int(img.size[0]), int(img.size[1])
+    except ImageDecodeError:
+        raise
+    except Exception as exc:
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
 def decode_image(
     data: bytes,
     *,
@@ -93,7 +124,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(bytes(data)))
+            img = _open_allowed(Image, bytes(data))
             limits.check_pixels(*img.size)
             img.load()
             img = img.convert("L" if channels == 1 else "RGB")

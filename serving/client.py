@@ -22,12 +22,14 @@ logger = logging.getLogger(__name__)
 
 class ODHClientError(RuntimeError):
     """A request failed: ``status`` is the HTTP status (0 when no answer came), ``message`` the
-    server's explanation."""
+    server's explanation, ``retry_after`` the seconds an overloaded server (503/429) asked to
+    wait before retrying (``None`` when it did not say)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,15 @@ class SearchResult:
     def distances(self) -> list[list[int]]:
         """Hit distances per query."""
         return [[h.distance for h in row] for row in self.results]
+
+
+def _retry_after(headers: Any) -> float | None:
+    """``Retry-After`` in seconds (the delay-seconds form), if the server sent one."""
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _codes_to_hex(codes: np.ndarray | Sequence[str]) -> list[str]:
@@ -136,7 +147,7 @@ class ODHClient:
                 message = body.get("detail", body) if isinstance(body, dict) else body
             except ValueError:
                 message = response.text
-            raise ODHClientError(response.status_code, str(message))
+            raise ODHClientError(response.status_code, str(message), _retry_after(response.headers))
         return response
 
     def search(

@@ -15,7 +15,14 @@ from typing import Any
 
 from odh_core.options import option
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "HttpConfig", "ServeConfig", "list_placements"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "HttpConfig",
+    "RequestLimits",
+    "ServeConfig",
+    "list_placements",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -73,6 +80,38 @@ class ServeConfig:
         help="image set whose bytes GET /v1/images/{id} and the search page show "
         "(default: the one the index was encoded from, per the manifest's provenance)",
     )
+    max_body_mb: float = option(
+        16.0, help="largest request body (MiB; checked from Content-Length and while reading)"
+    )
+    image_side_factor: float = option(
+        16.0,
+        help="largest query image: (factor × the encoder's input side)² pixels "
+        "(and never more than the global image limit)",
+    )
+    max_request_mpx: float = option(
+        32.0, help="total pixels of all images of one search request (megapixels)"
+    )
+    max_search_cost: int = option(
+        4_000_000, help="largest search of one request: queries × k × nprobe (413 above)"
+    )
+    max_inflight_cost: int = option(
+        16_000_000,
+        help="searches in flight in one ingress replica, in queries × k × nprobe (429 above)",
+    )
+    max_ongoing_requests: int = option(
+        16, help="requests one ingress replica works on at once (Serve's max_ongoing_requests)"
+    )
+    max_queued_requests: int = option(
+        32,
+        help="requests waiting for a replica before 503 + Retry-After (Serve's "
+        "max_queued_requests; on every deployment)",
+    )
+    retry_after_s: float = option(1.0, help="Retry-After (s) of overload answers (503/429)")
+    admin_token_file: str | None = option(
+        None,
+        help="file holding the admin token of POST /v1/admin/reload, read by the ingress replica "
+        "(mode 0600 recommended; never passed through env vars or logged)",
+    )
 
     def __post_init__(self) -> None:
         if not self.index:
@@ -98,10 +137,46 @@ class ServeConfig:
             raise ValueError(
                 f"ServeConfig.searcher_resource must be >= 0, got {self.searcher_resource}"
             )
+        for name in ("max_body_mb", "image_side_factor", "max_request_mpx", "retry_after_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in (
+            "max_search_cost",
+            "max_inflight_cost",
+            "max_ongoing_requests",
+            "max_queued_requests",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_inflight_cost < self.max_search_cost:
+            raise ValueError(
+                f"ServeConfig.max_inflight_cost ({self.max_inflight_cost}) must be >= "
+                f"max_search_cost ({self.max_search_cost}): one allowed search must fit"
+            )
         if self.mmap_threshold_mb < 0:
             raise ValueError(
                 f"ServeConfig.mmap_threshold_mb must be >= 0, got {self.mmap_threshold_mb}"
             )
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    def limits(self, input_side: int | None) -> RequestLimits:
+        """The request limits of an app whose encoder takes ``input_side``-pixel images."""
+        from odh_core.images import DEFAULT_IMAGE_LIMITS
+
+        per_image = DEFAULT_IMAGE_LIMITS.max_pixels
+        if input_side:
+            per_image = min(per_image, int((self.image_side_factor * input_side) ** 2))
+        return RequestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_image_pixels=per_image,
+            max_request_pixels=int(self.max_request_mpx * 1e6),
+            max_search_cost=self.max_search_cost,
+            max_inflight_cost=self.max_inflight_cost,
+            retry_after_s=self.retry_after_s,
+        )
 
     @property
     def effective_searcher_cpus(self) -> float:
@@ -149,6 +224,21 @@ class ServeConfig:
             return cls(**values)
         except ValueError as exc:
             raise ValueError(f"build_app: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one ingress replica admits (``ServeConfig.limits``; see docs/serving.md)."""
+
+    max_body_bytes: int
+    max_image_pixels: int
+    max_request_pixels: int
+    max_search_cost: int
+    max_inflight_cost: int
+    retry_after_s: float
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

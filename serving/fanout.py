@@ -99,13 +99,15 @@ class FanOutResult:
 
 
 async def call_once(target: Any, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
-    """``target.method.remote(*args)`` within ``timeout_s`` (no retry); cancels on timeout and
-    raises ``TimeoutError``. Recorded in the request trace as stage ``method``."""
+    """``target.method.remote(*args)`` within ``timeout_s`` (no retry); cancels the call on
+    timeout (raising ``TimeoutError``) and when the caller is cancelled (the ingress's request
+    deadline), so Serve drops it if it has not started. Recorded in the request trace as stage
+    ``method``."""
     start = time.perf_counter()
     response = getattr(target, method).remote(*args)
     try:
         return await asyncio.wait_for(response, timeout=timeout_s)
-    except TimeoutError:
+    except (TimeoutError, asyncio.CancelledError):  # our deadline, or the whole request's
         response.cancel()
         raise
     finally:

@@ -15,9 +15,18 @@ field (``codes[1]``, ``images[0]``, ``ids[2]``); malformed JSON → 400. Every e
 A search request with the header ``X-ODH-Trace: 1`` gets the measured request path back: header
 ``X-ODH-Hops`` (Serve handle hops after the HTTP proxy) and ``Server-Timing`` (per stage).
 
-``POST /v1/admin/reload`` needs ``Authorization: Bearer <token>`` where the token is the
-``ODH_ADMIN_TOKEN`` environment variable of the ingress replica at start (401 otherwise); without
-that variable reload is disabled (403).
+Bounded work (``serving.admission``): a request body over ``max_body_mb`` → 413 before it is
+parsed; query images over the per-image or per-request pixel limit → 413 (sizes read from the
+image headers, nothing decoded); a search over ``max_search_cost`` (queries × k × nprobe) → 413,
+one that would pass the replica's ``max_inflight_cost`` → 429 with ``Retry-After``; a request
+still running after its deadline (encoder + two group deadlines) is cancelled → 504. Every 503
+carries ``Retry-After``; Serve sheds requests beyond ``max_ongoing_requests`` +
+``max_queued_requests`` with 503 + ``Retry-After`` before they reach the ingress.
+
+``POST /v1/admin/reload`` needs ``Authorization: Bearer <token>`` where the token is the content
+of ``admin_token_file``, read by the ingress replica at start (401 otherwise); without it reload
+is disabled (403). The token never travels through environment variables or logs. Reload errors
+answer one short line; the full error is logged by the ingress.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real body type of the routes
@@ -25,7 +34,6 @@ that variable reload is disabled (403).
 import asyncio
 import hmac
 import logging
-import os
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -37,8 +45,9 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import fanout
-from serving.errors import SearchFailure
+from serving import admission, fanout
+from serving.errors import SearchFailure, short_reason
+from serving.ingress_images import ImageSetSource
 from serving.metrics import NullMetrics, replica_metrics
 from serving.router import QueryRouter
 from serving.schemas import (
@@ -58,8 +67,6 @@ __all__ = ["Ingress", "QueryRouter", "SearchFailure", "app"]
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable holding the admin token (read once, at ingress start).
-ADMIN_TOKEN_ENV: str = "ODH_ADMIN_TOKEN"
 #: Request header that asks for the measured request path (hops, per-stage time).
 TRACE_HEADER: str = "X-ODH-Trace"
 #: Most ids ``GET /v1/sample`` returns.
@@ -82,6 +89,8 @@ app = FastAPI(
     description="Hamming top-k over one-bit deep hashing codes. Search by `images` (base64), "
     "`codes` (hex) or `ids`; every error body is `{detail: str}`. A search page is served at `/`.",
 )
+
+app.add_middleware(admission.BodyLimitMiddleware)
 
 #: The metrics recorder of this process's ingress (set when the ``Ingress`` replica starts).
 _route_metrics: list[Any] = [NullMetrics()]
@@ -145,7 +154,7 @@ async def static_file(name: str) -> Response:
 
 @serve.deployment(name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(app)
-class Ingress(QueryRouter):
+class Ingress(ImageSetSource, QueryRouter):
     """FastAPI ingress deployment (same arguments as ``QueryRouter``)."""
 
     def __init__(
@@ -155,12 +164,17 @@ class Ingress(QueryRouter):
         info: dict[str, Any],
         timeout_s: float = 5.0,
         encode_timeout_s: float | None = None,
+        *,
+        limits: dict[str, Any] | None = None,
+        admin_token_file: str | None = None,
     ) -> None:
+        from serving.config import RequestLimits, ServeConfig
         from serving.local_group import LocalGroup, LocalGroupSpec
 
         metrics = replica_metrics()
         _route_metrics[0] = metrics
-        super().__init__(
+        QueryRouter.__init__(
+            self,
             encoder,
             [LocalGroup(g) if isinstance(g, LocalGroupSpec) else g for g in groups],
             info,
@@ -168,14 +182,20 @@ class Ingress(QueryRouter):
             encode_timeout_s=encode_timeout_s,
             metrics=metrics,
         )
-        self._admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
+        if limits is None:
+            limits = ServeConfig(index=str(info.get("index") or "-")).limits(None).to_dict()
+        self.limits = RequestLimits(**limits)
+        admission.BODY_LIMIT[0] = self.limits.max_body_bytes
+        self.cost_gate = admission.CostGate(
+            self.limits.max_search_cost, self.limits.max_inflight_cost, self.limits.retry_after_s
+        )
+        # the whole request path: encoder hop (images) or id lookup, then the search hop
+        self.request_deadline_s = self.encode_timeout_s + 2 * self.timeout_s + 1.0
+        self._admin_token = admission.read_admin_token(admin_token_file)
         if self._admin_token is None:
-            logger.info("%s is not set: POST /v1/admin/reload is disabled", ADMIN_TOKEN_ENV)
-        self._image_sets: dict[str, str | None] = {}
-        self._names: dict[str, list[str] | None] = {}
-        self._stores: dict[str, Any] = {}
+            logger.info("no admin_token_file: POST /v1/admin/reload is disabled")
         self._ids: dict[int, np.ndarray] = {}
-        self._load_lock = asyncio.Lock()
+        ImageSetSource.__init__(self)
         self._openapi_doc: dict[str, Any] | None = None
 
     def _openapi(self) -> dict[str, Any]:
@@ -212,7 +232,7 @@ class Ingress(QueryRouter):
     @app.post(
         "/v1/search",
         response_model=SearchResponse,
-        responses=error_responses(400, 404, 422, 500, 503, 504),
+        responses=error_responses(400, 404, 413, 422, 429, 500, 503, 504),
     )
     async def search(
         self,
@@ -224,19 +244,34 @@ class Ingress(QueryRouter):
         trace = fanout.RequestTrace() if x_odh_trace in ("1", "true") else None
         # (the ContextVar through its module: route methods are pickled by value with the app)
         token = fanout.current_trace.set(trace)
+        cost = 0
         try:
-            answer = await self.run_search(request)
+            cost = self._admit(request)
+            answer = await asyncio.wait_for(self.run_search(request), self.request_deadline_s)
         except SearchFailure as exc:
             status = "client_error" if exc.status_code < 500 else "server_error"
             self.metrics.request(request.kind, status)
             self.metrics.error(exc.kind)
+            if exc.status_code == 503 and not exc.headers:
+                retry = admission.retry_after(self.limits.retry_after_s)
+                raise SearchFailure(503, exc.detail, exc.kind, {"Retry-After": retry}) from None
             raise
+        except TimeoutError:  # the deadline cancelled the request's remaining work
+            self.metrics.request(request.kind, "server_error")
+            self.metrics.error("timeout")
+            raise SearchFailure(
+                504,
+                f"the request did not finish within its deadline of {self.request_deadline_s}s "
+                "(its remaining work was cancelled)",
+                "timeout",
+            ) from None
         except Exception:
             logger.exception("search failed")
             self.metrics.request(request.kind, "server_error")
             self.metrics.error("internal")
             raise HTTPException(status_code=500, detail="internal error (see the logs)") from None
         finally:
+            self.cost_gate.release(cost)
             fanout.current_trace.reset(token)
         self.metrics.request(request.kind, "ok")
         self.metrics.stage("total", time.perf_counter() - start)
@@ -251,6 +286,20 @@ class Ingress(QueryRouter):
         # The validated model, serialised once by pydantic (FastAPI would validate it again).
         return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
 
+    def _admit(self, request: SearchRequest) -> int:
+        """Pixel and cost checks before any work starts; returns the cost reserved in the gate
+        (``SearchFailure`` 413/422/429 otherwise)."""
+        if request.kind == "images":
+            admission.check_images(
+                request.image_bytes(),
+                self.limits.max_image_pixels,
+                self.limits.max_request_pixels,
+            )
+        nlist = self.served.info.get("nlist")
+        cost = admission.search_cost(request.n_queries, request.k, request.nprobe, nlist)
+        self.cost_gate.admit(cost)
+        return cost
+
     @app.get("/v1/healthz", response_model=HealthResponse, responses=error_responses(500))
     async def healthz(self) -> HealthResponse:
         """Liveness of the ingress (no hops)."""
@@ -260,59 +309,11 @@ class Ingress(QueryRouter):
     async def stats(self) -> StatsResponse:
         """Index facts plus what every searcher group holds right now (1 hop)."""
         out = await self.collect_stats()
+        out.limits = self.limits.to_dict()
         out.images = await self._image_set()
         if out.images:
             out.class_names = await self._class_names(out.images)
         return out
-
-    async def _class_names(self, image_set: str) -> list[str] | None:
-        from serving.images import class_names_of
-
-        if image_set not in self._names:
-            try:
-                self._names[image_set] = await asyncio.to_thread(class_names_of, image_set)
-            except (OSError, ValueError) as exc:
-                logger.warning("no class names for %s: %r", image_set, exc)
-                self._names[image_set] = None
-        return self._names[image_set]
-
-    async def _image_set(self) -> str | None:
-        """The image set of the served index (explicit ``images``, else its provenance)."""
-        from serving.images import image_set_of
-
-        info = self.served.info
-        if info.get("images"):
-            return str(info["images"])
-        index_dir = str(info.get("index") or "")
-        if index_dir and index_dir not in self._image_sets:
-            try:
-                found = await asyncio.to_thread(image_set_of, index_dir)
-            except (OSError, ValueError) as exc:
-                logger.warning("no image set for %s: %r", index_dir, exc)
-                found = None
-            self._image_sets[index_dir] = found
-        return self._image_sets.get(index_dir)
-
-    async def _store(self) -> Any:
-        from serving.images import ImageStore
-
-        image_set = await self._image_set()
-        if image_set is None:
-            raise HTTPException(
-                status_code=404,
-                detail="images: this index does not say which image set it was built from "
-                "(an index built before image provenance was recorded); start the server "
-                "with the 'images' argument to serve thumbnails",
-            )
-        async with self._load_lock:
-            if image_set not in self._stores:
-                try:
-                    self._stores[image_set] = await asyncio.to_thread(ImageStore, image_set)
-                except (OSError, ValueError) as exc:
-                    raise HTTPException(
-                        status_code=404, detail=f"images: cannot read {image_set}: {exc}"
-                    ) from exc
-        return self._stores[image_set]
 
     @app.get(
         "/v1/images/{image_id}",
@@ -377,7 +378,8 @@ class Ingress(QueryRouter):
         """Load a new manifest generation into every searcher replica, then switch atomically."""
         if self._admin_token is None:
             raise HTTPException(
-                status_code=403, detail=f"reload is disabled: {ADMIN_TOKEN_ENV} was not set"
+                status_code=403,
+                detail="reload is disabled: the server was started without an admin token file",
             )
         expected = f"Bearer {self._admin_token}".encode()
         if not authorization or not hmac.compare_digest(authorization.encode(), expected):
@@ -386,4 +388,13 @@ class Ingress(QueryRouter):
                 detail="Authorization: a valid 'Bearer <admin token>' header is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return await self.reload(body.index if body else None)
+        try:
+            return await self.reload(body.index if body else None)
+        except SearchFailure as exc:
+            logger.error("reload failed (%d): %s", exc.status_code, exc.detail)
+            raise SearchFailure(exc.status_code, short_reason(exc.detail), exc.kind) from None
+        except Exception as exc:
+            logger.exception("reload failed")
+            raise HTTPException(
+                status_code=500, detail=f"reload failed: {short_reason(exc)}"
+            ) from None

@@ -31,7 +31,14 @@ GENERATION = "odh_index_generation"
 CODES = "odh_index_codes"
 
 #: Values of the ``kind`` tag of ``odh_search_errors_total``.
-ERROR_KINDS: tuple[str, ...] = ("bad_request", "bad_image", "unknown_id", "timeout", "internal")
+ERROR_KINDS: tuple[str, ...] = (
+    "bad_request",
+    "bad_image",
+    "unknown_id",
+    "timeout",
+    "internal",
+    "overload",
+)
 
 
 class NullMetrics:

@@ -59,15 +59,19 @@ def _check_base64_image(value: str) -> str:
     return value
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def _check_hex_code(value: str) -> str:
     if not value:
         raise ValueError("code is empty")
     if len(value) > 2 * MAX_CODE_BYTES:
         raise ValueError(f"code is longer than {MAX_CODE_BYTES} bytes")
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        raise ValueError("invalid hex: expected an even number of hex digits") from None
+    bad = next((i for i, ch in enumerate(value) if ch not in _HEX_DIGITS), None)
+    if bad is not None:
+        raise ValueError(f"invalid hex: character {bad} ({value[bad]!r}) is not hexadecimal")
+    if len(value) % 2:
+        raise ValueError(f"invalid hex: odd length {len(value)} (two hex digits per byte)")
     return value
 
 
@@ -263,6 +267,11 @@ class StatsResponse(BaseModel):
     placement: str
     timeout_s: float
     encode_timeout_s: float
+    limits: dict[str, float] | None = Field(
+        default=None,
+        description="what one ingress replica admits: body bytes, pixels per image and per "
+        "request, search cost (queries × k × nprobe) per request and in flight",
+    )
 
 
 class ReloadGroup(BaseModel):
@@ -308,11 +317,12 @@ _ERROR_TEXT = {
     403: "The route is disabled",
     404: "Unknown id (or no image set to read from)",
     409: "The new index does not fit this deployment",
-    413: "The stored image is larger than the served limit",
+    413: "Over a size limit (body, image pixels, search cost); the detail names it",
     422: "A field failed validation (the detail names it)",
+    429: "Too much search work in flight; retry after Retry-After seconds",
     500: "Internal error",
-    503: "Searcher groups did not answer",
-    504: "The query encoder did not answer in time",
+    503: "Searcher groups did not answer, or overloaded (Retry-After says when to retry)",
+    504: "The query encoder (or the whole request) did not finish in time",
 }
 
 

@@ -135,6 +135,6 @@ def cmd_index(config: IndexJobConfig, submit: IndexSubmitConfig, runtime: Runtim
         sys.stdout.write(f"{job_id}\n")
         return 0
     with ray_runtime(runtime):
-        record = index(config)
+        record = index(config)  # its "config" has the credentials redacted
     sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
     return 0

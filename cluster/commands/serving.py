@@ -54,7 +54,12 @@ def cmd_serve(config: ServeConfig, http: HttpConfig, runtime: RuntimeConfig) -> 
     from serving.app import start_server
 
     with ray_runtime(runtime):
-        url = start_server(config, host=http.host, port=http.port)
+        try:
+            url = start_server(config, host=http.host, port=http.port)
+        except RuntimeError as exc:  # Serve's deploy failure: a traceback that hides the cause
+            cause = deploy_cause(exc)
+            logger.debug("deploy failure", exc_info=True)
+            raise ValueError(f"odh serve: the application failed to deploy: {cause}") from None
         logger.info("serving %s at %s (Ctrl-C stops)", config.index, url)
         try:
             while True:
@@ -62,6 +67,19 @@ def cmd_serve(config: ServeConfig, http: HttpConfig, runtime: RuntimeConfig) -> 
         except KeyboardInterrupt:
             logger.info("stopping")
     return 0
+
+
+def deploy_cause(exc: BaseException) -> str:
+    """The cause of a failed Serve deployment in one line: the last exception line of the
+    replica's traceback (e.g. ``CheckpointError: sha256 mismatch for ...``), not the wrapper."""
+    import re
+
+    text = str(exc)
+    found = re.findall(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Failure)\b:.*)$", text, re.M)
+    if found:
+        return found[-1].strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def cmd_query(config: QueryConfig) -> int:
