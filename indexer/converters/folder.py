@@ -30,8 +30,10 @@ def sniff_image(data: bytes, source: str) -> tuple[tuple[int, int], int]:
     """``((H, W), channels)`` of an encoded image (channels 1 for grey, else 3)."""
     from PIL import Image, UnidentifiedImageError
 
+    from odh_core.images import ALLOWED_IMAGE_FORMATS
+
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=list(ALLOWED_IMAGE_FORMATS)) as img:
             width, height = img.size
             mode = img.mode
     except (UnidentifiedImageError, OSError) as exc:
