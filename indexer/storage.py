@@ -1,6 +1,7 @@
 """Storage helpers over fsspec: local paths and ``s3://`` URIs behave the same.
 
-Local writes go to a temporary name and are renamed with ``os.replace`` (atomic on POSIX).
+Local writes go to a temporary name, are fsynced and renamed with ``os.replace`` (atomic on POSIX),
+and the directory is fsynced after the rename (so the new name survives a crash).
 Object stores have no rename; there a write is a single ``put`` and the caller writes the file that
 names the others (the manifest) last, so a reader never sees a half-written dataset.
 """
@@ -63,6 +64,37 @@ def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
     return bool(fs.exists(path))
 
 
+def fsync_file(path: str) -> None:
+    """Flush a local file's data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a local directory entry (after a rename into it), so the rename survives a crash;
+    a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_local(tmp: str, path: str) -> None:
+    """``os.replace(tmp, path)`` with the file fsynced before and its directory after."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
 def write_bytes_atomic(
     uri: str, data: bytes, storage_options: dict[str, Any] | None = None
 ) -> None:
@@ -79,6 +111,7 @@ def write_bytes_atomic(
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            fsync_dir(parent or ".")
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
