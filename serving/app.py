@@ -36,7 +36,7 @@ def build_app(
     ``ingress_env``: environment variables of the ingress replica (``start_server`` passes
     ``ODH_ADMIN_TOKEN`` this way).
     """
-    from indexer.manifest import read_manifest
+    from indexer.manifest import load_manifest
     from serving.ingress import Ingress
     from serving.query_encoder import QueryEncoder
     from serving.searcher import Searcher
@@ -55,9 +55,10 @@ def build_app(
     resource = cfg.searcher_resource
     device = cfg.device
 
-    manifest = read_manifest(index_dir)
+    manifest, digest = load_manifest(index_dir)
     layout = plan_groups(manifest, groups, placement)
     checkpoint = cfg.checkpoint or manifest.encoder_checkpoint
+    encoder_sha = _verified_encoder_sha(checkpoint, manifest.encoder_sha256)
     actor_options: dict[str, Any] = {"num_cpus": num_cpus}
     searcher_options: dict[str, Any] = {"num_cpus": searcher_cpus}
     if resource > 0:
@@ -83,13 +84,17 @@ def build_app(
         if device.startswith("cuda"):
             encoder_options["num_gpus"] = 1
         encoder = QueryEncoder.options(ray_actor_options=encoder_options).bind(
-            str(checkpoint), device, 1
+            str(checkpoint), device, 1, encoder_sha
         )
     else:
         logger.warning("index %s names no encoder checkpoint: no image queries", index_dir)
     info = {
         "n_bits": int(manifest.n_bits),
         "generation": int(manifest.generation),
+        "digest": digest,
+        "encoder_sha256": encoder_sha,
+        "home": index_dir,
+        "reload_roots": cfg.reload_roots,
         "nlist": int(manifest.nlist),
         "ntotal": int(sum(int(e.ntotal) for e in manifest.shards)),
         "shards": len(manifest.shards),
@@ -116,6 +121,22 @@ def build_app(
     return Ingress.options(ray_actor_options=ingress_options).bind(
         encoder, handles, info, timeout_s, encode_timeout_s
     )
+
+
+def _verified_encoder_sha(checkpoint: str | None, expected: str | None) -> str | None:
+    """The checkpoint's sha256, checked against the manifest's (ValueError before deploying: a
+    mismatch would otherwise only show in a replica's log)."""
+    if not checkpoint:
+        return expected
+    from odh_core.checkpoint import checkpoint_sha256
+
+    sha = checkpoint_sha256(str(checkpoint))
+    if expected is not None and sha != expected:
+        raise ValueError(
+            f"checkpoint {checkpoint} has sha256 {sha}, but the index was encoded with "
+            f"{expected} (manifest encoder.sha256): query codes would not match the index"
+        )
+    return sha
 
 
 def start_server(

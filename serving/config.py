@@ -67,6 +67,11 @@ class ServeConfig:
         help="image set whose bytes GET /v1/images/{id} and the search page show "
         "(default: the one the index was encoded from, per the manifest's provenance)",
     )
+    reload_roots: str | None = option(
+        None,
+        help="comma-separated directories / s3:// prefixes POST /v1/admin/reload may switch to "
+        "(default: the served index's parent directory)",
+    )
 
     def __post_init__(self) -> None:
         if not self.index:

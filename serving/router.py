@@ -29,7 +29,7 @@ import numpy as np
 
 from serving.errors import SearchFailure
 from serving.fanout import FanOut, call_once
-from serving.merge import search_response
+from serving.merge import search_response, stale_answers
 from serving.metrics import NullMetrics
 from serving.reload import ServedIndex, reload_index, served_from_info
 from serving.schemas import (
@@ -105,7 +105,9 @@ class QueryRouter:
             out[i] = np.frombuffer(raw, dtype=np.uint8)
         return out
 
-    async def _codes_from_images(self, request: SearchRequest, n_bits: int) -> np.ndarray:
+    async def _codes_from_images(
+        self, request: SearchRequest, n_bits: int, encoder_sha256: str | None = None
+    ) -> np.ndarray:
         if self.encoder is None:
             raise SearchFailure(400, "images: this index has no query encoder", "bad_request")
         try:
@@ -119,6 +121,14 @@ class QueryRouter:
         if result.errors:
             detail = "; ".join(f"images[{i}]: {msg}" for i, msg in result.errors)
             raise SearchFailure(422, detail, "bad_image")
+        used = getattr(result, "encoder_sha256", None)
+        if encoder_sha256 and used and used != encoder_sha256:
+            raise SearchFailure(
+                503,
+                f"images: the query encoder holds checkpoint {used[:12]}…, the served index was "
+                f"encoded with {encoder_sha256[:12]}… (a reload is switching it; retry)",
+                "internal",
+            )
         codes = np.asarray(result.codes, dtype=np.uint8)
         if codes.shape != (request.n_queries, n_bits // 8):
             raise SearchFailure(
@@ -155,7 +165,7 @@ class QueryRouter:
         if request.kind == "codes":
             codes = self._codes_from_hex(request.codes or [], served.n_bits)
         elif request.kind == "images":
-            codes = await self._codes_from_images(request, served.n_bits)
+            codes = await self._codes_from_images(request, served.n_bits, served.encoder_sha256)
             self.metrics.stage("encode", time.perf_counter() - t0)
         else:
             codes = await self._codes_from_ids(served, request.ids or [])
@@ -165,20 +175,25 @@ class QueryRouter:
         )
         t2 = time.perf_counter()
         self.metrics.stage("search", t2 - t1)
-        for g in out.missing:
+        # Never merge answers of different manifests: a stale group counts as missing.
+        stale = stale_answers(out.answers, served.generation, served.digest)
+        answers = {g: a for g, a in out.answers.items() if g not in stale}
+        missing = sorted([*out.missing, *stale])
+        for why in stale.values():
+            logger.warning("search: dropping a stale answer: %s", why)
+        for g in missing:
             self.metrics.partial(g)
-        if not out.answers or (out.missing and request.require_all):
-            why = "no searcher group answered" if not out.answers else "require_all is set and"
-            raise SearchFailure(
-                503,
-                f"{why} groups {out.missing} did not answer",
-                "timeout" if out.timed_out else "internal",
-            )
+        if not answers or (missing and request.require_all):
+            why = "no searcher group answered" if not answers else "require_all is set and"
+            detail = f"{why} groups {missing} did not answer"
+            if stale:
+                detail += f" ({'; '.join(stale.values())})"
+            raise SearchFailure(503, detail, "timeout" if out.timed_out else "internal")
         response = search_response(
-            [out.answers[g] for g in sorted(out.answers)],
+            [answers[g] for g in sorted(answers)],
             request.k,
             max_distance=request.max_distance,
-            missing=out.missing,
+            missing=missing,
             n_bits=served.n_bits,
             generation=served.generation,
         )
@@ -230,6 +245,7 @@ class QueryRouter:
                 replicas=self.replicas,
                 placement=self.placement,
                 timeout_s=timeout_s,
+                encoder=self.encoder,
             )
             self.served = new
             self.metrics.generation(new.generation)
