@@ -175,7 +175,12 @@ def _parse(uri: str, data: bytes) -> Manifest:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{uri} is not valid JSON: {exc}") from exc
-    return Manifest.from_json(obj, source=uri)
+    try:
+        return Manifest.from_json(obj, source=uri)
+    except ValueError as exc:
+        if uri in str(exc):
+            raise
+        raise ValueError(f"{uri}: {exc}") from None
 
 
 def load_manifest(
