@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,6 +95,7 @@ def build_app(
         "digest": digest,
         "encoder_sha256": encoder_sha,
         "home": index_dir,
+        "deploy_id": uuid.uuid4().hex,
         "reload_roots": cfg.reload_roots,
         "nlist": int(manifest.nlist),
         "ntotal": int(sum(int(e.ntotal) for e in manifest.shards)),

@@ -10,9 +10,9 @@ manifest's bytes); every searcher call carries all three, so a replica never ans
 manifest under the same number. Reload targets are confined to the configured roots
 (``ServeConfig.reload_roots``, default: the served index's parent directory); a URL or path
 outside them is refused before anything reads it. After a reload the choice is persisted in
-``serving-state.json`` in the deploy-time index directory, and a (re)started ingress starts from
-it — from the current manifest of the index it names, the one truth — not from the deploy-time
-generation.
+``serving-state.json`` in the deploy-time index directory, and an ingress restarted within the
+same deployment starts from it — from the current manifest of the index it names, the one truth —
+not from the deploy-time generation (a new deployment starts from its own arguments).
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def _converge(served: ServedIndex, n_groups: int) -> ServedIndex:
     home = str(info.get("home") or info["index"])
     index_dir = str(info["index"])
     state = read_serving_state(home)
+    if state and state.get("deploy_id") != info.get("deploy_id"):
+        state = None  # written under an earlier deployment: a redeploy starts from its args
     if state and state.get("index"):
         try:
             index_dir = check_reload_target(str(state["index"]), reload_roots(info))
@@ -199,6 +201,7 @@ def write_serving_state(home: str, served: ServedIndex) -> None:
 
     state = {
         "format_version": 1,
+        "deploy_id": served.info.get("deploy_id"),
         "index": served.info.get("index"),
         "generation": served.generation,
         "digest": served.digest,

@@ -231,3 +231,40 @@ def test_rebuild_reload_and_restarts_converge_on_one_generation(served: dict[str
         stats = client.stats()
         assert stats["generation"] == 2
         assert {g["generation"] for g in stats["groups"]} == {2}
+
+
+def test_a_restarted_ingress_starts_from_the_persisted_state(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from indexer.manifest import Manifest, ShardEntry
+    from serving.reload import STATE_FILE, served_from_info
+
+    def publish(index: Path, generation: int) -> str:
+        shard = ShardEntry(
+            0, f"gen-{generation:06d}/s.faissbin", "0" * 64, "m.parquet", "0" * 64, 5
+        )
+        m = Manifest(N_BITS, NLIST, "q.faissbin", "0" * 64, (shard,), generation=generation)
+        write_manifest(str(index), dataclasses.replace(m))
+        return load_manifest(str(index)).digest
+
+    home, other = tmp_path / "a", tmp_path / "b"
+    d1 = publish(home, 1)
+    info = {"index": str(home), "home": str(home), "generation": 1, "digest": d1,
+            "n_bits": N_BITS, "group_shards": [[0]], "deploy_id": "deploy-1"}  # fmt: skip
+    assert served_from_info(info, 1).generation == 1
+    d2 = publish(home, 2)  # an in-place rebuild: the current manifest is the truth
+    served = served_from_info(info, 1)
+    assert (served.generation, served.digest) == (2, d2) and served.specs[0].digest == d2
+
+    publish(other, 1)
+    d_other = publish(other, 2)
+    state = {"format_version": 1, "deploy_id": "deploy-1", "index": str(other)}
+    (home / STATE_FILE).write_text(json.dumps(state))
+    served = served_from_info(info, 1)
+    assert served.info["index"] == str(other) and served.digest == d_other
+    # a state of an earlier deployment, or one pointing outside the roots, is ignored
+    (home / STATE_FILE).write_text(json.dumps(state | {"deploy_id": "deploy-0"}))
+    assert served_from_info(info, 1).info["index"] == str(home)
+    (home / STATE_FILE).write_text(json.dumps(state | {"index": "/etc"}))
+    assert served_from_info(info, 1).info["index"] == str(home)
