@@ -268,3 +268,42 @@ def test_a_restarted_ingress_starts_from_the_persisted_state(tmp_path: Path) -> 
     assert served_from_info(info, 1).info["index"] == str(home)
     (home / STATE_FILE).write_text(json.dumps(state | {"index": "/etc"}))
     assert served_from_info(info, 1).info["index"] == str(home)
+
+
+def test_the_encoder_checksum_is_verified_and_swapped(tiny_checkpoint: str, tmp_path: Path) -> None:
+    import torch
+
+    from odh_core.checkpoint import EncoderConfig, checkpoint_sha256, save_checkpoint
+    from odh_core.models import create_encoder
+    from serving.app import _verified_encoder_sha
+    from serving.query_encoder import QueryEncoderCore
+
+    torch.manual_seed(1)
+    other = str(tmp_path / "other")
+    config = EncoderConfig(name="resnet_small", n_bits=16, n_classes=4)
+    save_checkpoint(create_encoder("resnet_small", n_bits=16, n_classes=4), config, other)
+    sha1, sha2 = checkpoint_sha256(tiny_checkpoint), checkpoint_sha256(other)
+    assert sha1 != sha2
+    with pytest.raises(ValueError, match="index was encoded with"):
+        _verified_encoder_sha(tiny_checkpoint, sha2)  # before deploying, not in a replica log
+    with pytest.raises(ValueError, match="index was encoded with"):
+        QueryEncoderCore(tiny_checkpoint, expected_sha256=sha2)
+    core = QueryEncoderCore(tiny_checkpoint, expected_sha256=sha1)
+    png = _png()
+    assert core.encode_requests([[png]])[0].encoder_sha256 == sha1
+    with pytest.raises(ValueError):
+        core.swap(other, "f" * 64)  # the file is not what the manifest names: keep the old one
+    assert core.sha256 == sha1
+    assert core.swap(other, sha2)["sha256"] == sha2
+    result = core.encode_requests([[png]])[0]
+    assert result.encoder_sha256 == sha2 and result.codes.shape == (1, 2)
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28), mode="L").save(buf, "PNG")
+    return buf.getvalue()
