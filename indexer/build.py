@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from indexer.manifest import (
     current_generation,
     gen_dir,
     next_generation,
+    read_manifest,
     write_manifest,
 )
 from indexer.quantizer import QUANTIZERS, default_nlist, list_quantizers, train_quantizer
@@ -118,6 +119,20 @@ def read_code_set(
     if ids.min() < 0:
         raise ValueError(f"{codes}: column 'id' has negative ids")
     return info, n_bits, table, ids, code_arr
+
+
+def _same_index(
+    output: str, new: Manifest, current_generation: int, storage_options: dict[str, Any] | None
+) -> bool:
+    """Whether the published manifest already names exactly ``new``'s files (a rerun that reused
+    everything): then nothing is published and the generation stays."""
+    try:
+        current = read_manifest(output, storage_options)
+    except (OSError, ValueError):
+        return False
+    return current.generation == current_generation and replace(
+        new, generation=current.generation, deleted_ids=current.deleted_ids
+    ) == replace(current, deleted_ids=current.deleted_ids)
 
 
 def _fail_shard() -> int | None:
@@ -286,6 +301,9 @@ def build(
             "codes": codes,
         },
     )  # fmt: skip
+    if current and _same_index(output, manifest, current, storage_options):
+        logger.info("build: %s already holds exactly this index (generation %d)", output, current)
+        return read_manifest(output, storage_options)
     write_manifest(output, manifest, storage_options)
     logger.info(
         "build: %d codes in %d shards (%d built, %d reused) in %.2f s",

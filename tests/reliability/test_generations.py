@@ -61,6 +61,8 @@ def test_in_place_rebuild_writes_a_new_generation(tmp_path: Path, ray_local: Non
     c2, ids2, codes2 = _codes_dir(tmp_path, 2)
     second = build(c2, str(index), n_shards=2, nlist=NLIST)
     assert (first.generation, second.generation) == (1, 2)
+    # rerunning the same build reuses everything and publishes nothing new
+    assert build(c2, str(index), n_shards=2, nlist=NLIST) == second
     # the served generation's files were not touched, and its manifest is still readable
     assert {p: p.read_bytes() for p in files1} == files1
     old = load_manifest(str(index), generation=1, digest=digest1)
