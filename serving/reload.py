@@ -258,6 +258,7 @@ async def reload_index(
     placement: str,
     timeout_s: float = 300.0,
     encoder: Any = None,
+    persist: bool = True,
 ) -> tuple[ServedIndex, ReloadResponse]:
     """Load the manifest at ``index`` (default: the served directory, read again) in every
     searcher replica (and a new encoder when the manifest names another one); returns the new
@@ -323,7 +324,7 @@ async def reload_index(
         info["encoder"] = str(manifest.encoder_checkpoint)
     new = ServedIndex(info, tuple(specs), old.n_bits, int(manifest.generation), digest, encoder_sha)
     home = old.info.get("home") or old.info.get("index")
-    if home:
+    if home and persist:
         await asyncio.to_thread(write_serving_state, str(home), new)
     logger.info("reloaded %s: generation %d → %d", index_dir, old.generation, manifest.generation)
     answer = ReloadResponse(

@@ -44,6 +44,10 @@ __all__ = ["QueryRouter", "SearchFailure"]
 
 logger = logging.getLogger(__name__)
 
+#: How often (at most, driven by requests) an ingress replica checks ``serving-state.json`` for a
+#: reload another replica of its deployment made.
+SYNC_EVERY_S: float = 5.0
+
 
 class QueryRouter:
     """Query → codes → fan-out → merge, plus stats and reload.
@@ -80,6 +84,9 @@ class QueryRouter:
         self.placement = str(info.get("placement", "split"))
         self.served: ServedIndex = served_from_info(info, len(self.fanout))
         self._reload_lock = asyncio.Lock()
+        self.sync_every_s = SYNC_EVERY_S
+        self._next_sync = time.monotonic() + self.sync_every_s
+        self._sync_task: asyncio.Future[None] | None = None
         self.metrics.generation(self.served.generation)
 
     @property
@@ -160,6 +167,7 @@ class QueryRouter:
 
     async def run_search(self, request: SearchRequest) -> SearchResponse:
         """Hamming top-k for images, codes or ids (``SearchFailure`` on bad input)."""
+        self._maybe_follow_reloads()
         served = self.served  # one generation for the whole request, even across a reload
         t0 = time.perf_counter()
         if request.kind == "codes":
@@ -232,6 +240,58 @@ class QueryRouter:
             timeout_s=self.timeout_s,
             encode_timeout_s=self.encode_timeout_s,
         )
+
+    def _maybe_follow_reloads(self) -> None:
+        """Every ``sync_every_s`` (in the background, off the request path) follow a reload that
+        another ingress replica of this deployment persisted: a reload reaches one replica, and
+        the others converge on it within seconds."""
+        info = self.served.info
+        if not info.get("home") or not info.get("deploy_id"):
+            return
+        now = time.monotonic()
+        if now < self._next_sync or (self._sync_task is not None and not self._sync_task.done()):
+            return
+        self._next_sync = now + self.sync_every_s
+        self._sync_task = asyncio.ensure_future(self._follow_reload())
+
+    async def _follow_reload(self) -> None:
+        from serving.reload import read_serving_state
+
+        info = self.served.info
+        try:
+            state = await asyncio.to_thread(read_serving_state, str(info["home"]))
+            if not self._behind(state):
+                return
+            async with self._reload_lock:
+                if not self._behind(state):
+                    return
+                new, _ = await reload_index(
+                    self.fanout,
+                    self.served,
+                    str(state["index"]),  # type: ignore[index]
+                    replicas=self.replicas,
+                    placement=self.placement,
+                    encoder=self.encoder,
+                    persist=False,
+                )
+                logger.info(
+                    "followed a reload to %s generation %d", new.info["index"], new.generation
+                )
+                self.served = new
+                self.metrics.generation(new.generation)
+        except Exception as exc:  # keep serving what we have; the next check retries
+            logger.warning("could not follow the persisted reload: %r", exc)
+
+    def _behind(self, state: dict[str, Any] | None) -> bool:
+        """Whether ``state`` (``serving-state.json``) names a newer reload than the one served."""
+        served = self.served
+        if not state or state.get("deploy_id") != served.info.get("deploy_id"):
+            return False
+        if not state.get("index"):
+            return False
+        if str(state["index"]) != str(served.info.get("index")):
+            return True
+        return int(state.get("generation") or 0) > served.generation
 
     async def reload(self, index: str | None = None, timeout_s: float = 300.0) -> ReloadResponse:
         """Load the manifest at ``index`` (default: the served directory, read again) in every

@@ -309,3 +309,72 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28), mode="L").save(buf, "PNG")
     return buf.getvalue()
+
+
+class _SpecGroup:
+    """A fake searcher group answering from whatever GroupSpec it is called with."""
+
+    def __init__(self) -> None:
+        self.search = _Method(self._search)
+        self.prepare = _Method(lambda spec: {"replica": "r0", "generation": spec[2]})
+
+    @staticmethod
+    def _search(codes: Any, k: int, nprobe: Any, spec: Any) -> Any:
+        from serving.searcher import GroupHits
+
+        return GroupHits(
+            np.array([[0]], np.int32), np.array([[spec[2]]], np.int64), [["k"]], [[None]],
+            spec[2], spec[3],
+        )  # fmt: skip
+
+
+class _Method:
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        fut: asyncio.Future = asyncio.get_event_loop().create_future()
+        fut.set_result(self.fn(*args))
+        fut.cancel = lambda: None  # type: ignore[method-assign]
+        return fut
+
+
+def test_other_ingress_replicas_follow_a_persisted_reload(tmp_path: Path) -> None:
+    import dataclasses
+
+    from indexer.manifest import Manifest, ShardEntry
+    from serving.reload import ServedIndex, write_serving_state
+    from serving.router import QueryRouter
+    from serving.schemas import SearchRequest
+
+    def publish(index: Path, generation: int) -> str:
+        shard = ShardEntry(0, "s.faissbin", "0" * 64, "m.parquet", "0" * 64, 5)
+        m = Manifest(N_BITS, NLIST, "q.faissbin", "0" * 64, (shard,), generation=generation)
+        write_manifest(str(index), dataclasses.replace(m))
+        return load_manifest(str(index)).digest
+
+    home, other = tmp_path / "a", tmp_path / "b"
+    d1 = publish(home, 1)
+    publish(other, 1)
+    publish(other, 2)
+    info = {"index": str(home), "home": str(home), "generation": 1, "digest": d1,
+            "n_bits": N_BITS, "group_shards": [[0]], "deploy_id": "d"}  # fmt: skip
+    request = SearchRequest(codes=["00" * (N_BITS // 8)], k=1)
+
+    async def scenario() -> tuple[int, int, str]:
+        replica_a = QueryRouter(None, [_SpecGroup()], info)
+        replica_b = QueryRouter(None, [_SpecGroup()], info)
+        await replica_a.reload(str(other))  # the reload call reaches replica A only
+        before = (await replica_b.run_search(request)).generation
+        replica_b._next_sync = 0.0  # its periodic check is due
+        await replica_b.run_search(request)
+        await replica_b._sync_task
+        after = await replica_b.run_search(request)
+        return before, after.generation, replica_b.served.info["index"]
+
+    before, after, index = asyncio.run(scenario())
+    assert (before, after) == (1, 2) and index == str(other)
+    # a state of another deployment is not followed
+    write_serving_state(str(home), ServedIndex({"index": str(home), "deploy_id": "x"}, None, 32, 9))
+    router = QueryRouter(None, [_SpecGroup()], info)
+    assert not router._behind({"deploy_id": "x", "index": str(other), "generation": 9})
