@@ -108,7 +108,7 @@ def append(
     """Add the codes of an encode job's directory to a built index (Ray must be initialised).
 
     New ids go to the shard ``shard_of`` names; an id already in the index is a ValueError.
-    Returns the new manifest (``generation + 1``).
+    Returns the new manifest (the next generation, see ``indexer.manifest.next_generation``).
     """
     t0 = time.perf_counter()
     manifest = read_manifest(index_dir, storage_options)

@@ -87,7 +87,13 @@ def test_in_place_rebuild_writes_a_new_generation(tmp_path: Path, ray_local: Non
     with pytest.raises(StaleGeneration):
         core.search(q, 5, NLIST, GroupSpec(str(index), (0, 1), 1, "0" * 64))
 
-    # gc keeps the current generation (and, with keep=2, the one before)
+    # gc keeps the current generation (and, with keep=2, the one before); odh gc is a dry run
+    # unless --yes
+    from cluster.cli import main
+
+    assert main(["gc", "--index", str(index), "--keep", "1"]) == 0
+    assert (index / "gen-000001").exists()
+    assert main(["gc", "--index", str(index), "--keep", "0"]) == 2  # refused, naming the field
     report = collect_garbage(str(index), keep=2)
     assert report.dry_run and report.files == () and report.kept == (1, 2)
     gone = collect_garbage(str(index), keep=1, dry_run=False)
