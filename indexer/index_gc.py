@@ -5,7 +5,8 @@ reloads); this removes the files that no *kept* generation names. Kept: the curr
 (the one ``manifest.json`` names), the ``keep - 1`` newest generations before it that still have
 their manifest copy ``gen-NNNNNN/manifest.json``, and every generation newer than the current one
 (a build in progress, never published). A file is removed only when no kept manifest names it —
-an append's manifest names untouched shards of older generations, and those stay.
+an append's manifest names untouched shards of older generations, and those stay — and no
+resumable build state (``_build/``) would reuse it.
 Format-1 files at the top level of the index (``shard-00000[-g00002].faissbin``,
 ``meta-…parquet``, ``quantizer.faissbin``) are treated the same way.
 """
@@ -50,6 +51,31 @@ def _files_of(manifest: Manifest) -> set[str]:
     return out
 
 
+def _resumable_files(index_dir: str, storage_options: dict[str, Any] | None) -> set[str]:
+    """Files a rerun of the last build would reuse (``_build/`` state and shard markers): kept,
+    so gc never races a resumable build out of its quantizer or finished shards."""
+    from indexer.build_state import STATE_DIR, read_state
+
+    out: set[str] = set()
+    state = read_state(index_dir, storage_options)
+    if state is not None:
+        out.add(state.quantizer_file)
+    fs, root = storage.url_to_fs(storage.join(index_dir, STATE_DIR), storage_options)
+    if not fs.exists(root):
+        return out
+    for path in fs.ls(root, detail=False):
+        name = str(path).rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("shard-"):
+            continue
+        try:
+            marker = storage.read_json(storage.join(index_dir, STATE_DIR, name), storage_options)
+        except (OSError, ValueError):
+            continue
+        if isinstance(marker, dict):
+            out |= {str(marker.get("file", "")), str(marker.get("meta_file", ""))}
+    return out
+
+
 def collect_garbage(
     index_dir: str,
     keep: int = 2,
@@ -79,6 +105,7 @@ def collect_garbage(
     wanted: set[str] = set()
     for m in kept_manifests:
         wanted |= _files_of(m)
+    wanted |= _resumable_files(index_dir, storage_options)
     fs, root = storage.url_to_fs(index_dir, storage_options)
     root = root.rstrip("/")
     doomed: list[tuple[str, int]] = []
