@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -245,45 +243,6 @@ def _pyarrow_fs(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, 
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
-def _staging_dir(output: str) -> str:
-    """A fresh sibling of ``output`` the job writes into (``codes.staging-1a2b3c4d``)."""
-    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
-
-
-def _remove(uri: str, storage_options: dict[str, Any] | None) -> None:
-    fs, path = storage.url_to_fs(uri, storage_options)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
-def _swap_in(staging: str, output: str, storage_options: dict[str, Any] | None) -> None:
-    """Replace ``output`` by the finished ``staging`` directory.
-
-    Locally two renames (the old output is moved aside, the new one renamed into place, the old
-    one removed): a reader sees the old or the new output, only missing for the instant between
-    the renames. Object stores have no rename: the old files are removed and the staged ones
-    copied over, after the whole job succeeded (the manifest-last rule of the build does the
-    same for indexes)."""
-    fs, out_path = storage.url_to_fs(output, storage_options)
-    _, stage_path = storage.url_to_fs(staging, storage_options)
-    if storage.is_local(fs):
-        old = f"{out_path.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
-        had_old = os.path.exists(out_path)
-        if had_old:
-            os.replace(out_path, old)
-        os.replace(stage_path, out_path)
-        storage.fsync_dir(os.path.dirname(out_path.rstrip("/")) or ".")
-        if had_old:
-            fs.rm(old, recursive=True)
-        return
-    for sub in (CODES_DIR, REJECTS_DIR):
-        _remove(storage.join(output, sub), storage_options)
-    for name in (SUMMARY_FILE, ENCODE_INFO_FILE):
-        _remove(storage.join(output, name), storage_options)
-    fs.copy(stage_path.rstrip("/") + "/", out_path.rstrip("/") + "/", recursive=True)
-    fs.rm(stage_path, recursive=True)
-
-
 def _check_ids(parts: list[str], storage_options: dict[str, Any] | None) -> int:
     """Read only the ``id`` columns: nulls and duplicates fail here, naming the file, before
     anything is written (negative ids become reject rows). Returns the row count."""
@@ -346,17 +305,17 @@ def encode(
         "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
         cfg.image_set, n_rows, len(parts), cfg.checkpoint, n_bits, cfg.concurrency, cfg.batch_size,
     )  # fmt: skip
-    staging = _staging_dir(cfg.output)
+    staging = storage.staging_dir(cfg.output)
     storage.makedirs(staging, storage_options)
     metrics.set_seconds("validate", time.perf_counter() - t0)
     try:
         summary = _run(cfg, staging, parts, columns, n_rows, n_bits, dataset_info, metrics,
                        t0, progress, storage_options)  # fmt: skip
-        _swap_in(staging, cfg.output, storage_options)
+        storage.swap_dir(staging, cfg.output, storage_options)
     except BaseException:
         logger.error("encode failed: %s is unchanged; removing %s", cfg.output, staging)
         try:
-            _remove(staging, storage_options)
+            storage.remove_tree(staging, storage_options)
         except OSError as exc:  # pragma: no cover - best effort
             logger.warning("could not remove %s: %r", staging, exc)
         raise

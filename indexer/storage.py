@@ -144,6 +144,43 @@ def read_json(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
         raise ValueError(f"{uri} is not valid JSON: {exc}") from exc
 
 
+def staging_dir(output: str) -> str:
+    """A fresh sibling of ``output`` the job writes into (``codes.staging-1a2b3c4d``)."""
+    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
+
+
+def remove_tree(uri: str, storage_options: dict[str, Any] | None) -> None:
+    """Remove a file or a directory tree if it exists."""
+    fs, path = url_to_fs(uri, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def swap_dir(staging: str, output: str, storage_options: dict[str, Any] | None) -> None:
+    """Replace the directory ``output`` by the finished ``staging`` directory (a job's output).
+
+    Locally two renames (the old output is moved aside, the new one renamed into place, the old
+    one removed): a reader sees the old or the new output, only missing for the instant between
+    the renames. Object stores have no rename: the old files are removed and the staged ones
+    copied over, after the whole job succeeded (the manifest-last rule of the build does the
+    same for indexes)."""
+    fs, out_path = url_to_fs(output, storage_options)
+    _, stage_path = url_to_fs(staging, storage_options)
+    if is_local(fs):
+        old = f"{out_path.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+        had_old = os.path.exists(out_path)
+        if had_old:
+            os.replace(out_path, old)
+        os.replace(stage_path, out_path)
+        fsync_dir(os.path.dirname(out_path.rstrip("/")) or ".")
+        if had_old:
+            fs.rm(old, recursive=True)
+        return
+    remove_tree(output, storage_options)
+    fs.copy(stage_path.rstrip("/") + "/", out_path.rstrip("/") + "/", recursive=True)
+    fs.rm(stage_path, recursive=True)
+
+
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
