@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.cli_config import add_config_arguments, config_from_namespace
-from cluster.commands import data, jobs, ops, serving, train
+from cluster.commands import data, gc, jobs, ops, serving, train
 
 __all__ = [
     "COMMANDS",
@@ -117,6 +117,12 @@ COMMANDS: tuple[Command, ...] = (
         "build FAISS IndexBinaryIVF shards from code parts (resumable), or append/delete",
         jobs.cmd_build,
         ("cluster.commands.jobs:BuildTargetConfig", "indexer.build:BuildConfig", _RUNTIME),
+    ),
+    Command(
+        ("gc",),
+        "remove old index generations no kept manifest names (dry run unless --yes)",
+        gc.cmd_gc,
+        ("cluster.commands.gc:GcConfig",),
     ),
     Command(
         ("eval",),

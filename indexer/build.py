@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,15 @@ import pyarrow as pa
 from indexer import storage
 from indexer.build_state import build_key, finished_shard, quantizer_ok, write_state
 from indexer.codes import code_arrays, read_codes, read_encode_info
-from indexer.manifest import MANIFEST_FILE, Manifest, ShardEntry, write_manifest
+from indexer.manifest import (
+    Manifest,
+    ShardEntry,
+    current_generation,
+    gen_dir,
+    next_generation,
+    read_manifest,
+    write_manifest,
+)
 from indexer.quantizer import QUANTIZERS, default_nlist, list_quantizers, train_quantizer
 from indexer.shard_io import FAIL_ENV, SHARD_TASK_CPUS, fill_shard, meta_file, shard_file
 from indexer.shards import shard_of
@@ -113,6 +121,20 @@ def read_code_set(
     return info, n_bits, table, ids, code_arr
 
 
+def _same_index(
+    output: str, new: Manifest, current_generation: int, storage_options: dict[str, Any] | None
+) -> bool:
+    """Whether the published manifest already names exactly ``new``'s files (a rerun that reused
+    everything): then nothing is published and the generation stays."""
+    try:
+        current = read_manifest(output, storage_options)
+    except (OSError, ValueError):
+        return False
+    return current.generation == current_generation and replace(
+        new, generation=current.generation, deleted_ids=current.deleted_ids
+    ) == replace(current, deleted_ids=current.deleted_ids)
+
+
 def _fail_shard() -> int | None:
     value = os.environ.get(FAIL_ENV)
     if not value:
@@ -163,7 +185,9 @@ def build(
 
     Takes either ``config=BuildConfig(...)`` or its fields as keywords (``n_shards=3, seed=1``),
     not both. Trains one binary k-means quantizer on a seeded sample, assigns ids to shards by
-    ``shard_of``, fills every shard in a Ray task, and writes ``manifest.json`` last.
+    ``shard_of``, fills every shard in a Ray task — all into a new generation directory
+    ``gen-NNNNNN/`` (one past the current generation: a rebuild in place never touches the
+    generation being served) — and publishes ``manifest.json`` last.
     """
     import ray
 
@@ -190,29 +214,35 @@ def build(
     )  # fmt: skip
 
     storage.makedirs(output, storage_options)
-    old_manifest = storage.join(output, MANIFEST_FILE)
-    if storage.exists(old_manifest, storage_options):
-        logger.info("build: removing the previous %s before rewriting shards", old_manifest)
-        fs, path = storage.url_to_fs(old_manifest, storage_options)
-        fs.rm(path)
-
-    quantizer_uri = storage.join(output, QUANTIZER_FILE)
-    quantizer_sha = (
-        quantizer_ok(output, QUANTIZER_FILE, key, storage_options) if cfg.resume else None
-    )
-    if quantizer_sha is not None:
-        quantizer = storage.read_bytes(quantizer_uri, storage_options)
-        logger.info("build: resuming; reusing the trained quantizer")
+    # Never write into a generation that may be served: the new files go to gen-NNNNNN/ of a
+    # generation above every existing one, and the manifest pointer moves last.
+    current = current_generation(output, storage_options)
+    state = quantizer_ok(output, key, storage_options) if cfg.resume else None
+    if state is not None and state.generation > current:
+        generation = state.generation  # finish the same unpublished generation
+    else:
+        generation = next_generation(output, storage_options)
+    if state is not None:
+        quantizer_file, quantizer_sha = state.quantizer_file, state.quantizer_sha256
+        quantizer = storage.read_bytes(storage.join(output, quantizer_file), storage_options)
+        logger.info("build: resuming; reusing the trained quantizer %s", quantizer_file)
     else:
         t_train = time.perf_counter()
         quantizer = train_quantizer(
             code_arr, n_bits, n_lists, train_size=cfg.train_size, seed=cfg.seed,
             niter=cfg.niter, quantizer=cfg.quantizer, hnsw_m=cfg.hnsw_m,
         )  # fmt: skip
-        storage.write_bytes_atomic(quantizer_uri, quantizer, storage_options)
+        quantizer_file = f"{gen_dir(generation)}/{QUANTIZER_FILE}"
+        storage.write_bytes_atomic(storage.join(output, quantizer_file), quantizer, storage_options)
         quantizer_sha = storage.sha256_bytes(quantizer)
-        write_state(output, {"key": key, "quantizer_sha256": quantizer_sha}, storage_options)
+        write_state(
+            output,
+            {"key": key, "quantizer_sha256": quantizer_sha, "quantizer_file": quantizer_file,
+             "generation": generation},
+            storage_options,
+        )  # fmt: skip
         logger.info("build: quantizer trained in %.2f s", time.perf_counter() - t_train)
+    logger.info("build: writing generation %d of %s (current: %d)", generation, output, current)
 
     assignment = shard_of(ids, cfg.n_shards)
     # numpy's stable sort is a radix sort for 16-bit keys: several times faster on 10M rows.
@@ -238,7 +268,7 @@ def build(
         rows = order[bounds[s] : bounds[s + 1]]
         refs[s] = fill.remote(
             quantizer_ref, table.take(pa.array(rows)), n_bits, output, s, key,
-            cfg.faiss_threads, storage_options, fail == s,
+            cfg.faiss_threads, storage_options, fail == s, generation,
         )  # fmt: skip
     results.update(_run_tasks(refs, cfg.n_shards, len(results)))
     shards = tuple(
@@ -260,17 +290,20 @@ def build(
     manifest = Manifest(
         n_bits=n_bits,
         nlist=n_lists,
-        quantizer_file=QUANTIZER_FILE,
+        quantizer_file=quantizer_file,
         quantizer_sha256=quantizer_sha,
         shards=shards,
         encoder_checkpoint=info.get("checkpoint"),
         encoder_sha256=info.get("checkpoint_sha256"),
-        generation=1,
+        generation=generation,
         build_config={
             **{k: v for k, v in asdict(cfg).items() if k != "resume"}, "nlist": n_lists,
             "codes": codes,
         },
     )  # fmt: skip
+    if current and _same_index(output, manifest, current, storage_options):
+        logger.info("build: %s already holds exactly this index (generation %d)", output, current)
+        return read_manifest(output, storage_options)
     write_manifest(output, manifest, storage_options)
     logger.info(
         "build: %d codes in %d shards (%d built, %d reused) in %.2f s",

@@ -30,10 +30,13 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True)
 class BuildState:
-    """``_build/state.json``: the build key and the sha256 of the quantizer trained for it."""
+    """``_build/state.json``: the build key, the quantizer trained for it (its file, relative to
+    the index directory, and sha256) and the generation that build writes."""
 
     key: str
     quantizer_sha256: str
+    quantizer_file: str = "quantizer.faissbin"
+    generation: int = 1
 
     __json_source__: ClassVar[str] = f"{STATE_DIR}/{STATE_FILE}"
 
@@ -139,14 +142,16 @@ def finished_shard(
 
 
 def quantizer_ok(
-    output: str, file: str, key: str, storage_options: dict[str, Any] | None
-) -> str | None:
-    """sha256 of the saved quantizer when the state matches ``key`` and the file is intact."""
+    output: str, key: str, storage_options: dict[str, Any] | None
+) -> BuildState | None:
+    """The saved state when it matches ``key`` and its quantizer file is intact."""
     state = read_state(output, storage_options)
     if state is None or state.key != key:
         return None
-    if _file_ok(storage.join(output, file), state.quantizer_sha256, storage_options):
-        return state.quantizer_sha256
+    if _file_ok(
+        storage.join(output, state.quantizer_file), state.quantizer_sha256, storage_options
+    ):
+        return state
     return None
 
 

@@ -1,6 +1,12 @@
 """The encode job: Ray Data reads image-set parts, an actor pool of encoders hashes them, tasks
 write code parts and reject parts. Every input row ends in exactly one of ``codes/`` or
-``rejects/``."""
+``rejects/``: a row whose values are out of range (a negative id, a label that overflows int32 or
+is not a class of the image set, an unknown split — :func:`indexer.imageset.row_problems`), that
+does not decode or that the encoder fails on becomes a reject row with its stage and reason; it
+never fails the job.
+
+The job is atomic: it writes into a fresh staging directory next to ``output`` and swaps it in
+only when everything succeeded, so a failed job leaves the previous output as it was."""
 
 from __future__ import annotations
 
@@ -25,7 +31,14 @@ from indexer.codes import (
     SUMMARY_FILE,
     code_schema,
 )
-from indexer.imageset import ImageSetError, check_part_schema, list_parts, read_info
+from indexer.imageset import (
+    INT64_MAX,
+    ImageSetError,
+    check_part_schema,
+    list_parts,
+    read_info,
+    row_problems,
+)
 from indexer.job_metrics import JobMetrics
 from odh_core.options import option
 
@@ -108,9 +121,11 @@ class EncodeBatch:
         torch_threads: int = 1,
         device: str = "cpu",
         inference: str = "packed",
+        n_classes: int | None = None,
     ) -> None:
         from odh_core.encoder import Encoder
 
+        self.n_classes = n_classes
         self.encoder = Encoder.from_checkpoint(
             checkpoint, device=device, num_threads=torch_threads, inference=inference
         )
@@ -134,11 +149,14 @@ class EncodeBatch:
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
         images = batch.column("image").to_pylist()
-        stage: list[str | None] = [None] * n
-        error: list[str | None] = [None] * n
+        problems = row_problems(batch, self.n_classes)
+        stage: list[str | None] = ["validate" if p else None for p in problems]
+        error: list[str | None] = list(problems)
         ok_rows: list[int] = []
         arrays: list[np.ndarray] = []
         for row, data in enumerate(images):
+            if stage[row] is not None:
+                continue
             if not data:
                 stage[row], error[row] = "decode", "ImageDecodeError: image data is empty"
                 continue
@@ -160,10 +178,14 @@ class EncodeBatch:
             pa.binary(self.width), n, [None, pa.py_buffer(codes.tobytes())]
         )
         code_col = pc.if_else(valid, code_col, pa.scalar(None, pa.binary(self.width)))
-        cols = {"id": batch.column("id").cast(pa.int64()), "code": code_col}
+        cols = {"id": _ids_int64(batch.column("id")), "code": code_col}
+        fits = pa.array([s != "validate" for s in stage])
         for name, typ in PASSTHROUGH:
             if name in batch.column_names:
-                cols[name] = batch.column(name).cast(typ)
+                # a row rejected by validation may hold values that do not fit the type (a label
+                # over int32): null them; every remaining value is in range, the cast cannot fail
+                col = pc.if_else(fits, batch.column(name), pa.scalar(None, batch.column(name).type))
+                cols[name] = col.cast(typ, safe=False)
             else:
                 cols[name] = pa.nulls(n, typ)
         cols["stage"] = pa.array(stage, pa.string())
@@ -172,6 +194,14 @@ class EncodeBatch:
             pa.int64()
         )
         return pa.table(cols)
+
+
+def _ids_int64(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The ``id`` column as int64; values that do not fit (uint64 above int64) become null (their
+    rows are rejected by ``row_problems``, which names the value)."""
+    if pa.types.is_unsigned_integer(col.type):
+        col = pc.if_else(pc.greater(col, INT64_MAX), pa.scalar(None, col.type), col)
+    return col.cast(pa.int64())
 
 
 def _part_name(ids: np.ndarray) -> str:
@@ -190,7 +220,7 @@ def write_batch(
     rejects = batch.filter(pc.invert(ok))
     written = 0
     if batch.num_rows:
-        name = _part_name(batch.column("id").to_numpy())
+        name = _part_name(pc.fill_null(batch.column("id"), -1).to_numpy())
         for rows, sub, schema in (
             (codes, CODES_DIR, code_schema(n_bits)),
             (rejects, REJECTS_DIR, REJECT_SCHEMA),
@@ -207,6 +237,7 @@ def write_batch(
         {
             "encoded": [codes.num_rows],
             "rejected": [rejects.num_rows],
+            "rejected_validate": [stages.count("validate")],
             "rejected_decode": [stages.count("decode")],
             "rejected_encode": [stages.count("encode")],
             "image_bytes": [int(pc.sum(batch.column("image_bytes")).as_py() or 0)],
@@ -225,33 +256,18 @@ def _pyarrow_fs(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, 
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
-def _clear(output: str, storage_options: dict[str, Any] | None) -> None:
-    for sub in (CODES_DIR, REJECTS_DIR):
-        fs, path = storage.url_to_fs(storage.join(output, sub), storage_options)
-        if fs.exists(path):
-            logger.info("encode: removing previous %s", storage.join(output, sub))
-            fs.rm(path, recursive=True)
-    for name in (SUMMARY_FILE, ENCODE_INFO_FILE):
-        fs, path = storage.url_to_fs(storage.join(output, name), storage_options)
-        if fs.exists(path):
-            fs.rm(path)
-
-
 def _check_ids(parts: list[str], storage_options: dict[str, Any] | None) -> int:
-    """Read only the ``id`` columns: nulls, negatives and duplicates fail here, naming the file,
-    not later inside a worker. Returns the row count."""
+    """Read only the ``id`` columns: nulls and duplicates fail here, naming the file, before
+    anything is written (negative ids become reject rows). Returns the row count."""
     seen: list[np.ndarray] = []
     for uri in parts:
         fs, p = storage.url_to_fs(uri, storage_options)
         col = pq.read_table(p, filesystem=fs, columns=["id"]).column("id")
         if col.null_count:
             raise ImageSetError(f"{uri}: column 'id' has {col.null_count} null values")
-        ids = col.to_numpy().astype(np.int64)
-        if ids.size and ids.min() < 0:
-            raise ImageSetError(f"{uri}: column 'id' has negative values (ids must be >= 0)")
-        seen.append(ids)
+        seen.append(col.to_numpy())
     if seen:
-        all_ids = np.concatenate(seen)
+        all_ids = np.concatenate([ids.astype(np.int64, copy=False) for ids in seen])
         uniq, counts = np.unique(all_ids, return_counts=True)
         if len(uniq) != len(all_ids):
             dup = int(uniq[counts > 1][0])
@@ -275,10 +291,7 @@ def encode(
     ``rejects/part-*.parquet``, ``_encode.json``, ``metrics.prom`` and ``_summary.json`` (last);
     pushes the metrics to ``pushgateway`` when given.
     """
-    import ray
-    from tqdm import tqdm
 
-    from odh_core.checkpoint import checkpoint_sha256
     from odh_core.encoder import Encoder
 
     if not isinstance(config, EncodeConfig):
@@ -305,9 +318,47 @@ def encode(
         "encode: %s (%d rows in %d parts) with %s (%d bits), %d actor(s), batch %d",
         cfg.image_set, n_rows, len(parts), cfg.checkpoint, n_bits, cfg.concurrency, cfg.batch_size,
     )  # fmt: skip
-    storage.makedirs(cfg.output, storage_options)
-    _clear(cfg.output, storage_options)
+    staging = storage.staging_dir(cfg.output)
+    storage.makedirs(staging, storage_options)
     metrics.set_seconds("validate", time.perf_counter() - t0)
+    try:
+        summary = _run(cfg, staging, parts, columns, n_rows, n_bits, dataset_info, metrics,
+                       t0, progress, storage_options)  # fmt: skip
+        storage.swap_dir(staging, cfg.output, storage_options)
+    except BaseException:
+        logger.error("encode failed: %s is unchanged; removing %s", cfg.output, staging)
+        try:
+            storage.remove_tree(staging, storage_options)
+        except OSError as exc:  # pragma: no cover - best effort
+            logger.warning("could not remove %s: %r", staging, exc)
+        raise
+    if pushgateway:
+        metrics.push(pushgateway)
+    logger.info(
+        "encode: %d read, %d encoded, %d rejected in %.1f s (%.0f images/s)",
+        n_rows, summary.encoded, summary.rejected, summary.seconds, summary.images_per_s,
+    )  # fmt: skip
+    return summary
+
+
+def _run(
+    cfg: EncodeConfig,
+    staging: str,
+    parts: list[str],
+    columns: list[str],
+    n_rows: int,
+    n_bits: int,
+    dataset_info: Any,
+    metrics: JobMetrics,
+    t0: float,
+    progress: bool,
+    storage_options: dict[str, Any] | None,
+) -> EncodeSummary:
+    """The pipeline, writing everything into ``staging``; returns the summary."""
+    import ray
+    from tqdm import tqdm
+
+    from odh_core.checkpoint import checkpoint_sha256
 
     pa_fs, _ = _pyarrow_fs(cfg.image_set, storage_options)
     paths = [storage.url_to_fs(u, storage_options)[1] for u in parts]
@@ -319,6 +370,7 @@ def encode(
             "torch_threads": cfg.torch_threads,
             "device": "cuda" if cfg.num_gpus > 0 else "cpu",
             "inference": cfg.inference,
+            "n_classes": dataset_info.n_classes or None,
         },
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
         num_cpus=cfg.num_cpus,
@@ -328,7 +380,7 @@ def encode(
     )
     ds = ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output, "n_bits": n_bits, "storage_options": storage_options},
+        fn_kwargs={"output": staging, "n_bits": n_bits, "storage_options": storage_options},
         num_cpus=cfg.writer_num_cpus,
         batch_size=None,
         batch_format="pyarrow",
@@ -336,7 +388,8 @@ def encode(
     logger.info("encode: running the Ray Data pipeline")
     t_run = time.perf_counter()
     totals = dict.fromkeys(
-        ("encoded", "rejected", "rejected_decode", "rejected_encode", "image_bytes",
+        ("encoded", "rejected", "rejected_validate", "rejected_decode", "rejected_encode",
+         "image_bytes",
          "written_bytes"), 0,
     )  # fmt: skip
     with tqdm(total=n_rows, desc="encode", unit="img", disable=not progress) as bar:
@@ -356,13 +409,17 @@ def encode(
     metrics.set_seconds("total", seconds)
     metrics.add_rows("encode", "read", n_rows)
     metrics.add_rows("encode", "encoded", encoded)
-    by_stage = {"decode": totals["rejected_decode"], "encode": totals["rejected_encode"]}
+    by_stage = {
+        "validate": totals["rejected_validate"],
+        "decode": totals["rejected_decode"],
+        "encode": totals["rejected_encode"],
+    }
     for stage, n in by_stage.items():
         metrics.add_rows(stage, "rejected", n)
     metrics.add_bytes("read", totals["image_bytes"])
     metrics.add_bytes("write", totals["written_bytes"])
     storage.write_json_atomic(
-        storage.join(cfg.output, ENCODE_INFO_FILE),
+        storage.join(staging, ENCODE_INFO_FILE),
         {
             "format_version": FORMAT_VERSION,
             **asdict(cfg),
@@ -381,14 +438,8 @@ def encode(
         output=cfg.output,
         rejected_by_stage={k: v for k, v in by_stage.items() if v},
     )
-    metrics.write(cfg.output, storage_options)
-    if pushgateway:
-        metrics.push(pushgateway)
+    metrics.write(staging, storage_options)
     storage.write_json_atomic(
-        storage.join(cfg.output, SUMMARY_FILE), summary.to_json(), storage_options
+        storage.join(staging, SUMMARY_FILE), summary.to_json(), storage_options
     )
-    logger.info(
-        "encode: %d read, %d encoded, %d rejected in %.1f s (%.0f images/s)",
-        n_rows, encoded, rejected, seconds, summary.images_per_s,
-    )  # fmt: skip
     return summary

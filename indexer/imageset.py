@@ -265,6 +265,57 @@ def _validate_table(table: pa.Table, source: str) -> None:
             )
 
 
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _list_values_out_of_range(col: pa.ChunkedArray | pa.Array, low: int, high: int) -> np.ndarray:
+    """Rows of a list<int> column holding a value outside ``[low, high]``."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    flat = pc.list_flatten(arr)
+    if len(flat) == 0:
+        return np.zeros(0, dtype=np.int64)
+    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+    # compare in the column's own type widened to Python ints (uint64 values above int64 too)
+    bad = pc.or_(pc.less(flat, low), pc.greater(flat, high)).to_numpy(zero_copy_only=False)
+    bad = np.asarray(bad, dtype=bool) & ~np.asarray(pc.is_null(flat).to_numpy(False), dtype=bool)
+    return np.unique(parents[bad])
+
+
+def row_problems(table: pa.Table, n_classes: int | None = None) -> list[str | None]:
+    """Per-row value-range checks of image-set rows (types were checked by the schema): the
+    reason a row cannot be indexed, or None. Checked: ``id`` present, >= 0 and within int64;
+    every ``label`` value >= 0, within int32 and below ``n_classes`` (when known); ``split`` one
+    of :data:`SPLITS`. The encode job turns each problem into a reject row."""
+    n = table.num_rows
+    out: list[str | None] = [None] * n
+    if not n:
+        return out
+    ids = table.column("id")
+    id_values = ids.to_pylist()
+    for row, value in enumerate(id_values):
+        if value is None:
+            out[row] = "ValueError: id is null"
+        elif value < 0 or value > INT64_MAX:
+            out[row] = f"ValueError: id {value} is out of range (0..{INT64_MAX})"
+    if "label" in table.column_names:
+        high = INT32_MAX if n_classes is None else min(INT32_MAX, int(n_classes) - 1)
+        for row in _list_values_out_of_range(table.column("label"), 0, high).tolist():
+            values = table.column("label")[row].as_py()
+            bad = [v for v in values if v is not None and not 0 <= v <= high][:3]
+            limit = f"below n_classes {n_classes}" if n_classes is not None else "within int32"
+            out[row] = out[row] or (
+                f"ValueError: label value(s) {bad} out of range (must be >= 0 and {limit})"
+            )
+    if "split" in table.column_names:
+        for row, value in enumerate(table.column("split").to_pylist()):
+            if value is not None and value not in SPLITS:
+                out[row] = out[row] or f"ValueError: split {value!r} is not one of {SPLITS}"
+    return out
+
+
 def _check_unique(id_arrays: Sequence[np.ndarray], sources: Sequence[str]) -> None:
     if not id_arrays:
         return

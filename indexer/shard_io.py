@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from indexer import storage
 from indexer.build_state import write_marker
 from indexer.codes import code_arrays
+from indexer.manifest import gen_dir
 from indexer.quantizer import index_from_bytes
 
 if TYPE_CHECKING:
@@ -32,14 +33,17 @@ FAIL_ENV = "ODH_BUILD_FAIL_SHARD"
 
 
 def shard_file(shard: int, generation: int = 1) -> str:
-    """``shard-00000.faissbin`` in generation 1, ``shard-00000-g00002.faissbin`` after updates."""
-    suffix = "" if generation <= 1 else f"-g{generation:05d}"
-    return f"shard-{shard:05d}{suffix}.faissbin"
+    """``gen-000002/shard-00000.faissbin``: shard ``shard``'s index written by ``generation``.
+
+    (Format-1 indexes written before generation directories used ``shard-00000.faissbin`` and
+    ``shard-00000-g00002.faissbin`` at the top level; their manifests name them and still load.)
+    """
+    return f"{gen_dir(generation)}/shard-{shard:05d}.faissbin"
 
 
 def meta_file(shard: int, generation: int = 1) -> str:
-    suffix = "" if generation <= 1 else f"-g{generation:05d}"
-    return f"meta-{shard:05d}{suffix}.parquet"
+    """``gen-000002/meta-00000.parquet``: shard ``shard``'s meta table written by ``generation``."""
+    return f"{gen_dir(generation)}/meta-{shard:05d}.parquet"
 
 
 def write_index(
@@ -56,7 +60,7 @@ def write_index(
             faiss.write_index_binary(index, tmp)
             digest = storage.sha256_of(tmp)
             size = os.path.getsize(tmp)
-            os.replace(tmp, path)
+            storage.replace_local(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -116,8 +120,10 @@ def fill_shard(
     faiss_threads: int,
     storage_options: dict[str, Any] | None,
     fail: bool = False,
+    generation: int = 1,
 ) -> dict[str, Any]:
-    """Ray task body: add one shard's codes to a copy of the trained IVF, write files + marker.
+    """Ray task body: add one shard's codes to a copy of the trained IVF, write its files under
+    ``gen-NNNNNN/`` of ``generation`` (a generation not yet published), then its marker.
 
     ``fail=True`` (set by the driver from ``$ODH_BUILD_FAIL_SHARD``) raises before the files are
     written — a test hook that simulates a build killed part-way.
@@ -132,7 +138,7 @@ def fill_shard(
     ids, codes = code_arrays(meta, n_bits, source=f"shard {shard}")
     if len(ids):
         ivf.add_with_ids(codes, ids)
-    entry = write_shard(ivf, meta, output, shard, 1, storage_options)
+    entry = write_shard(ivf, meta, output, shard, generation, storage_options)
     write_marker(output, shard, build_key, entry, storage_options)
     entry["seconds"] = time.perf_counter() - t0
     return entry

@@ -1,6 +1,7 @@
 """Storage helpers over fsspec: local paths and ``s3://`` URIs behave the same.
 
-Local writes go to a temporary name and are renamed with ``os.replace`` (atomic on POSIX).
+Local writes go to a temporary name, are fsynced and renamed with ``os.replace`` (atomic on POSIX),
+and the directory is fsynced after the rename (so the new name survives a crash).
 Object stores have no rename; there a write is a single ``put`` and the caller writes the file that
 names the others (the manifest) last, so a reader never sees a half-written dataset.
 """
@@ -63,6 +64,37 @@ def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
     return bool(fs.exists(path))
 
 
+def fsync_file(path: str) -> None:
+    """Flush a local file's data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a local directory entry (after a rename into it), so the rename survives a crash;
+    a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_local(tmp: str, path: str) -> None:
+    """``os.replace(tmp, path)`` with the file fsynced before and its directory after."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
 def write_bytes_atomic(
     uri: str, data: bytes, storage_options: dict[str, Any] | None = None
 ) -> None:
@@ -79,6 +111,7 @@ def write_bytes_atomic(
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            fsync_dir(parent or ".")
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -109,6 +142,43 @@ def read_json(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
         return json.loads(read_bytes(uri, storage_options).decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{uri} is not valid JSON: {exc}") from exc
+
+
+def staging_dir(output: str) -> str:
+    """A fresh sibling of ``output`` the job writes into (``codes.staging-1a2b3c4d``)."""
+    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
+
+
+def remove_tree(uri: str, storage_options: dict[str, Any] | None) -> None:
+    """Remove a file or a directory tree if it exists."""
+    fs, path = url_to_fs(uri, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def swap_dir(staging: str, output: str, storage_options: dict[str, Any] | None) -> None:
+    """Replace the directory ``output`` by the finished ``staging`` directory (a job's output).
+
+    Locally two renames (the old output is moved aside, the new one renamed into place, the old
+    one removed): a reader sees the old or the new output, only missing for the instant between
+    the renames. Object stores have no rename: the old files are removed and the staged ones
+    copied over, after the whole job succeeded (the manifest-last rule of the build does the
+    same for indexes)."""
+    fs, out_path = url_to_fs(output, storage_options)
+    _, stage_path = url_to_fs(staging, storage_options)
+    if is_local(fs):
+        old = f"{out_path.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+        had_old = os.path.exists(out_path)
+        if had_old:
+            os.replace(out_path, old)
+        os.replace(stage_path, out_path)
+        fsync_dir(os.path.dirname(out_path.rstrip("/")) or ".")
+        if had_old:
+            fs.rm(old, recursive=True)
+        return
+    remove_tree(output, storage_options)
+    fs.copy(stage_path.rstrip("/") + "/", out_path.rstrip("/") + "/", recursive=True)
+    fs.rm(stage_path, recursive=True)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,15 +1,15 @@
 """Changing a built index in place: append new codes and delete ids, one generation at a time.
 
-Both rewrite only the shards that own the affected ids (by the same ``shard_of`` hash), under new
-generation file names, then write the manifest with ``generation + 1`` last. Files of the
-generation before the previous one are removed afterwards (readers of the previous manifest keep
-working until they reload).
+Both rewrite only the shards that own the affected ids (by the same ``shard_of`` hash) into a new
+generation directory ``gen-NNNNNN/`` (one past every existing generation; the new manifest still
+names the untouched shards' files of older generations), then publish the manifest last. Nothing
+is deleted: readers of older generations keep working until they reload, and ``odh gc`` removes
+the files no kept generation names.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -22,13 +22,17 @@ import pyarrow.parquet as pq
 from indexer import storage
 from indexer.build import read_code_set
 from indexer.build_state import clear_state
-from indexer.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from indexer.manifest import (
+    Manifest,
+    ShardEntry,
+    next_generation,
+    read_manifest,
+    write_manifest,
+)
 from indexer.shard_io import SHARD_TASK_CPUS, update_shard
 from indexer.shards import shard_of
 
 logger = logging.getLogger(__name__)
-
-_SHARD_FILE_RE = re.compile(r"^(shard|meta)-\d{5}(-g\d{5})?\.(faissbin|parquet)$")
 
 
 def _shard_ids(
@@ -56,7 +60,7 @@ def _apply(
 ) -> Manifest:
     import ray
 
-    generation = manifest.generation + 1
+    generation = next_generation(index_dir, storage_options)
     task = ray.remote(num_cpus=task_num_cpus)(update_shard)
     by_shard = {e.shard: e for e in manifest.shards}
     refs = {
@@ -90,21 +94,7 @@ def _apply(
     new = replace(manifest, shards=shards, generation=generation, deleted_ids=deleted_ids)
     clear_state(index_dir, storage_options)  # the resume markers describe older shards now
     write_manifest(index_dir, new, storage_options)
-    _prune(index_dir, keep=(manifest, new), storage_options=storage_options)
     return new
-
-
-def _prune(
-    index_dir: str, keep: Iterable[Manifest], storage_options: dict[str, Any] | None
-) -> None:
-    """Remove shard/meta files that neither the new nor the previous manifest names."""
-    wanted = {f for m in keep for e in m.shards for f in (e.file, e.meta_file)}
-    fs, root = storage.url_to_fs(index_dir, storage_options)
-    for path in fs.ls(root, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if _SHARD_FILE_RE.match(name) and name not in wanted:
-            logger.info("removing %s (two generations old)", name)
-            fs.rm(path)
 
 
 def append(
@@ -118,7 +108,7 @@ def append(
     """Add the codes of an encode job's directory to a built index (Ray must be initialised).
 
     New ids go to the shard ``shard_of`` names; an id already in the index is a ValueError.
-    Returns the new manifest (``generation + 1``).
+    Returns the new manifest (the next generation, see ``indexer.manifest.next_generation``).
     """
     t0 = time.perf_counter()
     manifest = read_manifest(index_dir, storage_options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,7 +84,7 @@ def build_app(args: Mapping[str, Any] | ServeConfig) -> serve.Application:
     """
     from ray.serve.config import BackpressureConfig
 
-    from indexer.manifest import read_manifest
+    from indexer.manifest import load_manifest
     from serving.ingress import Ingress
     from serving.query_encoder import QueryEncoder
     from serving.searcher import Searcher
@@ -102,12 +103,13 @@ def build_app(args: Mapping[str, Any] | ServeConfig) -> serve.Application:
     resource = cfg.searcher_resource
     device = cfg.device
 
-    manifest = read_manifest(index_dir)
+    manifest, digest = load_manifest(index_dir)
     layout = plan_groups(manifest, groups, placement)
     checkpoint = cfg.checkpoint or manifest.encoder_checkpoint
     limits = cfg.limits(_encoder_input_side(str(checkpoint)) if checkpoint else None)
     # every deployment's caller-side queue is bounded: overload is a fast 503, never a long wait
     admission: dict[str, Any] = {"max_queued_requests": cfg.max_queued_requests}
+    encoder_sha = _verified_encoder_sha(checkpoint, manifest.encoder_sha256)
     actor_options: dict[str, Any] = {"num_cpus": num_cpus}
     searcher_options: dict[str, Any] = {"num_cpus": searcher_cpus}
     if resource > 0:
@@ -136,13 +138,18 @@ def build_app(args: Mapping[str, Any] | ServeConfig) -> serve.Application:
         if device.startswith("cuda"):
             encoder_options["num_gpus"] = 1
         encoder = QueryEncoder.options(ray_actor_options=encoder_options, **admission).bind(
-            str(checkpoint), device, 1, cfg.inference
+            str(checkpoint), device, 1, encoder_sha, cfg.inference
         )
     else:
         logger.warning("index %s names no encoder checkpoint: no image queries", index_dir)
     info = {
         "n_bits": int(manifest.n_bits),
         "generation": int(manifest.generation),
+        "digest": digest,
+        "encoder_sha256": encoder_sha,
+        "home": index_dir,
+        "deploy_id": uuid.uuid4().hex,
+        "reload_roots": cfg.reload_roots,
         "nlist": int(manifest.nlist),
         "ntotal": int(sum(int(e.ntotal) for e in manifest.shards)),
         "shards": len(manifest.shards),
@@ -178,6 +185,22 @@ def build_app(args: Mapping[str, Any] | ServeConfig) -> serve.Application:
         limits=limits.to_dict(),
         admin_token_file=cfg.admin_token_file,
     )
+
+
+def _verified_encoder_sha(checkpoint: str | None, expected: str | None) -> str | None:
+    """The checkpoint's sha256, checked against the manifest's (ValueError before deploying: a
+    mismatch would otherwise only show in a replica's log)."""
+    if not checkpoint:
+        return expected
+    from odh_core.checkpoint import checkpoint_sha256
+
+    sha = checkpoint_sha256(str(checkpoint))
+    if expected is not None and sha != expected:
+        raise ValueError(
+            f"checkpoint {checkpoint} has sha256 {sha}, but the index was encoded with "
+            f"{expected} (manifest encoder.sha256): query codes would not match the index"
+        )
+    return sha
 
 
 def start_server(

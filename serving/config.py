@@ -112,6 +112,11 @@ class ServeConfig:
         help="file holding the admin token of POST /v1/admin/reload, read by the ingress replica "
         "(mode 0600 recommended; never passed through env vars or logged)",
     )
+    reload_roots: str | None = option(
+        None,
+        help="comma-separated directories / s3:// prefixes POST /v1/admin/reload may switch to "
+        "(default: the served index's parent directory)",
+    )
 
     def __post_init__(self) -> None:
         if not self.index:

@@ -21,14 +21,18 @@ PLACEMENTS: tuple[str, ...] = ("split", "node", "ingress")
 
 
 class GroupSpec(NamedTuple):
-    """What one searcher group serves: an index generation and the shard numbers it holds.
+    """What one searcher group serves: an index generation, the shard numbers it holds and the
+    manifest digest (sha256 of the manifest's bytes; ``None``: whatever that generation's
+    manifest is).
 
     It travels with every search call, so a replica always answers from the generation the
-    ingress asked for (and loads it on demand after a restart)."""
+    ingress asked for (and loads exactly that manifest on demand after a restart — never a newer
+    one under the old number)."""
 
     index_dir: str
     shards: tuple[int, ...]
     generation: int
+    digest: str | None = None
 
 
 def split_groups(n_shards: int, groups: int) -> list[list[int]]:
@@ -63,7 +67,11 @@ def plan_groups(manifest: Any, groups: int, placement: str = "split") -> list[li
     return [[numbers[i] for i in part] for part in split_groups(len(numbers), groups)]
 
 
-def group_specs(index_dir: str, manifest: Any, layout: list[list[int]]) -> list[GroupSpec]:
-    """One ``GroupSpec`` per group of ``layout``."""
+def group_specs(
+    index_dir: str, manifest: Any, layout: list[list[int]], digest: str | None = None
+) -> list[GroupSpec]:
+    """One ``GroupSpec`` per group of ``layout`` (``digest``: of ``manifest``'s bytes)."""
     gen = int(manifest.generation)
-    return [GroupSpec(str(index_dir), tuple(int(s) for s in shards), gen) for shards in layout]
+    return [
+        GroupSpec(str(index_dir), tuple(int(s) for s in shards), gen, digest) for shards in layout
+    ]

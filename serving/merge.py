@@ -81,6 +81,27 @@ def merge_topk(
     return out_d, out_i
 
 
+def stale_answers(answers: dict[int, Any], generation: int, digest: str | None) -> dict[int, str]:
+    """Groups whose answer came from another manifest than the one served, with why.
+
+    An answer names its manifest by ``generation`` and ``digest`` (``GroupHits``); one that
+    names none (an older searcher) is taken as it is. Merging answers of two manifests would mix
+    two indexes under one generation number, so the caller drops these groups instead.
+    """
+    out: dict[int, str] = {}
+    for g, a in answers.items():
+        got_gen = getattr(a, "generation", None)
+        got_digest = getattr(a, "digest", None)
+        if got_gen is not None and int(got_gen) != int(generation):
+            out[g] = f"group {g} answered from generation {got_gen}, not {generation}"
+        elif digest is not None and got_digest is not None and got_digest != digest:
+            out[g] = (
+                f"group {g} answered from a different manifest of generation {generation} "
+                f"(digest {str(got_digest)[:12]}…, serving {digest[:12]}…)"
+            )
+    return out
+
+
 def _flat(values: Any) -> list[Any]:
     """Row-major Python list of a flat Arrow array or of nested ``[nq][k]`` lists."""
     if hasattr(values, "to_pylist"):

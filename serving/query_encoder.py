@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -27,6 +28,7 @@ class EncodeResult:
 
     codes: np.ndarray | None
     errors: list[tuple[int, str]] = field(default_factory=list)
+    encoder_sha256: str | None = None
 
 
 class QueryEncoderCore:
@@ -36,6 +38,8 @@ class QueryEncoderCore:
         checkpoint: encoder checkpoint directory/URI.
         device: torch device.
         num_threads: torch (and packed-kernel) threads of this replica.
+        expected_sha256: the checkpoint sha256 the index manifest names (its codes were encoded
+            with it); a checkpoint with another sha256 is refused (``ValueError``).
         inference: ``packed`` (bit-packed XNOR/popcount kernels for binary models on CPU, codes
             identical to the float path) or ``float`` (torch).
     """
@@ -45,28 +49,69 @@ class QueryEncoderCore:
         checkpoint: str,
         device: str = "cpu",
         num_threads: int = 1,
+        expected_sha256: str | None = None,
         inference: str = "packed",
     ) -> None:
-        from odh_core.encoder import Encoder
-
-        self.checkpoint = checkpoint
-        self.encoder = Encoder.from_checkpoint(
-            checkpoint, device=device, num_threads=num_threads, inference=inference
-        )
+        self.device = device
+        self.num_threads = int(num_threads)
+        self.inference = inference
+        self._active = self._open(checkpoint, expected_sha256)  # (checkpoint, encoder, sha256)
         self.n_bits = int(self.encoder.n_bits)
         logger.info("query encoder loaded %s (%d bits)", checkpoint, self.n_bits)
+
+    @property
+    def checkpoint(self) -> str:
+        return str(self._active[0])
+
+    @property
+    def encoder(self) -> Any:
+        return self._active[1]
+
+    @property
+    def sha256(self) -> str:
+        return str(self._active[2])
+
+    def _open(self, checkpoint: str, expected_sha256: str | None) -> tuple[str, Any, str]:
+        from odh_core.checkpoint import checkpoint_sha256
+        from odh_core.encoder import Encoder
+
+        sha = checkpoint_sha256(checkpoint)
+        if expected_sha256 is not None and sha != expected_sha256:
+            raise ValueError(
+                f"checkpoint {checkpoint} has sha256 {sha}, but the index was encoded with "
+                f"{expected_sha256}: its query codes would not match the index"
+            )
+        encoder = Encoder.from_checkpoint(
+            checkpoint, device=self.device, num_threads=self.num_threads, inference=self.inference
+        )
+        return checkpoint, encoder, sha
+
+    def swap(self, checkpoint: str, expected_sha256: str) -> dict[str, Any]:
+        """Load ``checkpoint`` (verified against ``expected_sha256``, same ``n_bits``) and use it
+        for every later batch; returns its sha256. A failure keeps the current encoder."""
+        if expected_sha256 == self.sha256:
+            return {"sha256": self.sha256, "checkpoint": self.checkpoint}
+        path, encoder, sha = self._open(checkpoint, expected_sha256)
+        if int(encoder.n_bits) != self.n_bits:
+            raise ValueError(
+                f"checkpoint {checkpoint} makes {encoder.n_bits}-bit codes, not {self.n_bits}"
+            )
+        self._active = (path, encoder, sha)  # one atomic switch
+        logger.info("query encoder switched to %s (%s)", path, sha[:12])
+        return {"sha256": sha, "checkpoint": path}
 
     def encode_requests(self, requests: list[list[bytes]]) -> list[EncodeResult]:
         """Encode several requests' images in one forward pass; bad images reported per request."""
         from odh_core.images import ImageDecodeError
 
+        _, encoder, sha = self._active  # one encoder for the whole batch, even across a swap
         arrays: list[np.ndarray] = []
         owners: list[int] = []
         errors: list[list[tuple[int, str]]] = [[] for _ in requests]
         for r, images in enumerate(requests):
             for i, data in enumerate(images):
                 try:
-                    arrays.append(self.encoder.preprocess(data))
+                    arrays.append(encoder.preprocess(data))
                     owners.append(r)
                 except (ImageDecodeError, ValueError) as exc:
                     errors[r].append((i, str(exc) or type(exc).__name__))
@@ -75,14 +120,14 @@ class QueryEncoderCore:
                     errors[r].append((i, f"cannot decode image: {type(exc).__name__}: {exc}"))
         codes = np.zeros((0, self.n_bits // 8), dtype=np.uint8)
         if arrays:
-            codes = np.asarray(self.encoder.encode_arrays(np.stack(arrays)), dtype=np.uint8)
+            codes = np.asarray(encoder.encode_arrays(np.stack(arrays)), dtype=np.uint8)
         owner_arr = np.asarray(owners, dtype=np.int64)
         results = []
         for r in range(len(requests)):
             if errors[r]:
-                results.append(EncodeResult(None, errors[r]))
+                results.append(EncodeResult(None, errors[r], sha))
             else:
-                results.append(EncodeResult(codes[owner_arr == r]))
+                results.append(EncodeResult(codes[owner_arr == r], [], sha))
         return results
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from serving.errors import SearchFailure
 from serving.fanout import FanOut, call_once
-from serving.merge import search_response
+from serving.merge import search_response, stale_answers
 from serving.metrics import NullMetrics
 from serving.reload import ServedIndex, reload_index, served_from_info
 from serving.schemas import (
@@ -43,6 +43,10 @@ from serving.schemas import (
 __all__ = ["QueryRouter", "SearchFailure"]
 
 logger = logging.getLogger(__name__)
+
+#: How often (at most, driven by requests) an ingress replica checks ``serving-state.json`` for a
+#: reload another replica of its deployment made.
+SYNC_EVERY_S: float = 5.0
 
 
 class QueryRouter:
@@ -80,6 +84,9 @@ class QueryRouter:
         self.placement = str(info.get("placement", "split"))
         self.served: ServedIndex = served_from_info(info, len(self.fanout))
         self._reload_lock = asyncio.Lock()
+        self.sync_every_s = SYNC_EVERY_S
+        self._next_sync = time.monotonic() + self.sync_every_s
+        self._sync_task: asyncio.Future[None] | None = None
         self.metrics.generation(self.served.generation)
 
     @property
@@ -105,7 +112,9 @@ class QueryRouter:
             out[i] = np.frombuffer(raw, dtype=np.uint8)
         return out
 
-    async def _codes_from_images(self, request: SearchRequest, n_bits: int) -> np.ndarray:
+    async def _codes_from_images(
+        self, request: SearchRequest, n_bits: int, encoder_sha256: str | None = None
+    ) -> np.ndarray:
         if self.encoder is None:
             raise SearchFailure(400, "images: this index has no query encoder", "bad_request")
         try:
@@ -119,6 +128,14 @@ class QueryRouter:
         if result.errors:
             detail = "; ".join(f"images[{i}]: {msg}" for i, msg in result.errors)
             raise SearchFailure(422, detail, "bad_image")
+        used = getattr(result, "encoder_sha256", None)
+        if encoder_sha256 and used and used != encoder_sha256:
+            raise SearchFailure(
+                503,
+                f"images: the query encoder holds checkpoint {used[:12]}…, the served index was "
+                f"encoded with {encoder_sha256[:12]}… (a reload is switching it; retry)",
+                "internal",
+            )
         codes = np.asarray(result.codes, dtype=np.uint8)
         if codes.shape != (request.n_queries, n_bits // 8):
             raise SearchFailure(
@@ -150,12 +167,13 @@ class QueryRouter:
 
     async def run_search(self, request: SearchRequest) -> SearchResponse:
         """Hamming top-k for images, codes or ids (``SearchFailure`` on bad input)."""
+        self._maybe_follow_reloads()
         served = self.served  # one generation for the whole request, even across a reload
         t0 = time.perf_counter()
         if request.kind == "codes":
             codes = self._codes_from_hex(request.codes or [], served.n_bits)
         elif request.kind == "images":
-            codes = await self._codes_from_images(request, served.n_bits)
+            codes = await self._codes_from_images(request, served.n_bits, served.encoder_sha256)
             self.metrics.stage("encode", time.perf_counter() - t0)
         else:
             codes = await self._codes_from_ids(served, request.ids or [])
@@ -165,20 +183,25 @@ class QueryRouter:
         )
         t2 = time.perf_counter()
         self.metrics.stage("search", t2 - t1)
-        for g in out.missing:
+        # Never merge answers of different manifests: a stale group counts as missing.
+        stale = stale_answers(out.answers, served.generation, served.digest)
+        answers = {g: a for g, a in out.answers.items() if g not in stale}
+        missing = sorted([*out.missing, *stale])
+        for why in stale.values():
+            logger.warning("search: dropping a stale answer: %s", why)
+        for g in missing:
             self.metrics.partial(g)
-        if not out.answers or (out.missing and request.require_all):
-            why = "no searcher group answered" if not out.answers else "require_all is set and"
-            raise SearchFailure(
-                503,
-                f"{why} groups {out.missing} did not answer",
-                "timeout" if out.timed_out else "internal",
-            )
+        if not answers or (missing and request.require_all):
+            why = "no searcher group answered" if not answers else "require_all is set and"
+            detail = f"{why} groups {missing} did not answer"
+            if stale:
+                detail += f" ({'; '.join(stale.values())})"
+            raise SearchFailure(503, detail, "timeout" if out.timed_out else "internal")
         response = search_response(
-            [out.answers[g] for g in sorted(out.answers)],
+            [answers[g] for g in sorted(answers)],
             request.k,
             max_distance=request.max_distance,
-            missing=out.missing,
+            missing=missing,
             n_bits=served.n_bits,
             generation=served.generation,
         )
@@ -218,6 +241,58 @@ class QueryRouter:
             encode_timeout_s=self.encode_timeout_s,
         )
 
+    def _maybe_follow_reloads(self) -> None:
+        """Every ``sync_every_s`` (in the background, off the request path) follow a reload that
+        another ingress replica of this deployment persisted: a reload reaches one replica, and
+        the others converge on it within seconds."""
+        info = self.served.info
+        if not info.get("home") or not info.get("deploy_id"):
+            return
+        now = time.monotonic()
+        if now < self._next_sync or (self._sync_task is not None and not self._sync_task.done()):
+            return
+        self._next_sync = now + self.sync_every_s
+        self._sync_task = asyncio.ensure_future(self._follow_reload())
+
+    async def _follow_reload(self) -> None:
+        from serving.reload import read_serving_state
+
+        info = self.served.info
+        try:
+            state = await asyncio.to_thread(read_serving_state, str(info["home"]))
+            if not self._behind(state):
+                return
+            async with self._reload_lock:
+                if not self._behind(state):
+                    return
+                new, _ = await reload_index(
+                    self.fanout,
+                    self.served,
+                    str(state["index"]),  # type: ignore[index]
+                    replicas=self.replicas,
+                    placement=self.placement,
+                    encoder=self.encoder,
+                    persist=False,
+                )
+                logger.info(
+                    "followed a reload to %s generation %d", new.info["index"], new.generation
+                )
+                self.served = new
+                self.metrics.generation(new.generation)
+        except Exception as exc:  # keep serving what we have; the next check retries
+            logger.warning("could not follow the persisted reload: %r", exc)
+
+    def _behind(self, state: dict[str, Any] | None) -> bool:
+        """Whether ``state`` (``serving-state.json``) names a newer reload than the one served."""
+        served = self.served
+        if not state or state.get("deploy_id") != served.info.get("deploy_id"):
+            return False
+        if not state.get("index"):
+            return False
+        if str(state["index"]) != str(served.info.get("index")):
+            return True
+        return int(state.get("generation") or 0) > served.generation
+
     async def reload(self, index: str | None = None, timeout_s: float = 300.0) -> ReloadResponse:
         """Load the manifest at ``index`` (default: the served directory, read again) in every
         searcher replica, then switch to it at once. Raises ``SearchFailure`` and keeps the old
@@ -230,6 +305,7 @@ class QueryRouter:
                 replicas=self.replicas,
                 placement=self.placement,
                 timeout_s=timeout_s,
+                encoder=self.encoder,
             )
             self.served = new
             self.metrics.generation(new.generation)

@@ -238,6 +238,7 @@ class GroupStats(BaseModel):
     n_bits: int | None = None
     nlist: int | None = None
     generation: int | None = None
+    manifest_digest: str | None = None
     num_threads: int | None = None
     replica: str | None = None
     held_generations: list[int] | None = None

@@ -27,12 +27,16 @@ class GroupHits(NamedTuple):
     """Top-k of one group: ``distances int32[nq,k]``, ``ids int64[nq,k]`` (``-1`` = none) and the
     ``key`` / ``label`` of every hit (null where the id is ``-1`` or the field is absent), as flat
     Arrow arrays in row-major ``ids`` order — they cross the Serve hop as buffers, not as
-    thousands of Python objects. (Nested Python lists ``[nq][k]`` are accepted too.)"""
+    thousands of Python objects. (Nested Python lists ``[nq][k]`` are accepted too.)
+    ``generation`` and ``digest`` name the manifest the answer came from: the ingress never
+    merges answers of different manifests."""
 
     distances: np.ndarray
     ids: np.ndarray
     keys: Any
     labels: Any
+    generation: int | None = None
+    digest: str | None = None
 
 
 def _column_or_nulls(table: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
@@ -95,6 +99,9 @@ class ShardGroup:
         mmap: memory-map every shard file (local files only; gives read-only indexes).
         mmap_threshold_bytes: memory-map local shard files at least this large (``None``: only
             what ``mmap`` says). Object-store shards are always read into memory.
+        generation, digest: load exactly this generation (the current pointer or its copy in
+            ``gen-NNNNNN/``) and manifest digest; ``indexer.manifest.StaleGeneration`` if it is
+            gone or was rewritten. ``None``: the current manifest.
     """
 
     def __init__(
@@ -106,16 +113,18 @@ class ShardGroup:
         verify: bool = True,
         mmap: bool = False,
         mmap_threshold_bytes: int | None = None,
+        generation: int | None = None,
+        digest: str | None = None,
     ) -> None:
         import faiss
 
-        from indexer.manifest import read_manifest
+        from indexer.manifest import load_manifest
         from indexer.shards import load_meta, load_shard
 
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         faiss.omp_set_num_threads(num_threads)
-        manifest = read_manifest(index_dir)
+        manifest, self.digest = load_manifest(index_dir, generation=generation, digest=digest)
         shard_list = [int(s) for s in shards]
         if not shard_list:
             raise ValueError("shards: a searcher group needs at least one shard")
@@ -215,7 +224,9 @@ class ShardGroup:
         mask = pa.array(~found)
         keys = pc.if_else(mask, pa.scalar(None, pa.string()), self._keys.take(rows))
         labels = pc.if_else(mask, pa.scalar(None, self._labels.type), self._labels.take(rows))
-        return GroupHits(dist, ids, keys.combine_chunks(), labels.combine_chunks())
+        return GroupHits(
+            dist, ids, keys.combine_chunks(), labels.combine_chunks(), self.generation, self.digest
+        )
 
     def lookup(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored codes of ``ids``: ``(codes uint8[n, n_bits/8], found bool[n])`` (zero rows where
@@ -236,6 +247,7 @@ class ShardGroup:
             "n_bits": self.n_bits,
             "nlist": self.nlist,
             "generation": self.generation,
+            "manifest_digest": self.digest,
             "num_threads": self.num_threads,
         }
 
@@ -275,32 +287,40 @@ class SearcherCore:
         self.num_threads = int(num_threads)
         self.mmap_threshold_bytes = mmap_threshold_bytes
         self.retain_s = float(retain_s)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _held, _last_used, _current (short sections)
+        self._load_lock = threading.Lock()  # one generation load at a time
         self._metrics = replica_metrics()
         self._held: dict[Any, ShardGroup] = {}
         self._last_used: dict[Any, float] = {}
-        first = self._load(index_dir, tuple(int(s) for s in shards))
-        self._default = GroupSpec(index_dir, tuple(first.shards), first.generation)
+        first = self._load(GroupSpec(index_dir, tuple(int(s) for s in shards), 0))
+        self._default = GroupSpec(index_dir, tuple(first.shards), first.generation, first.digest)
         self._held[self._default] = first
         self._current = self._default
         self._touch(self._default)
         self._metrics.codes(self.group, first.ntotal)
 
-    def _load(self, index_dir: str, shards: tuple[int, ...]) -> ShardGroup:
+    def _load(self, spec: Any) -> ShardGroup:
+        """Load ``spec``'s generation exactly (generation ``0``: the current manifest)."""
         return ShardGroup(
-            index_dir,
-            list(shards),
+            spec.index_dir,
+            list(spec.shards),
             self.num_threads,
             mmap_threshold_bytes=self.mmap_threshold_bytes,
+            generation=spec.generation or None,
+            digest=spec.digest,
         )
 
     def _touch(self, spec: Any) -> None:
         import time
 
-        self._last_used[spec] = time.monotonic()
+        with self._lock:
+            self._last_used[spec] = time.monotonic()
 
     def _get(self, spec: Any | None) -> ShardGroup:
-        """The ``ShardGroup`` of ``spec`` (loaded if needed); newest spec asked for is current."""
+        """The ``ShardGroup`` of ``spec`` (loaded if needed); newest spec asked for is current.
+
+        ``_held`` / ``_last_used`` are only changed under the lock (Serve runs sync methods in
+        a thread pool, so calls for different generations can race)."""
         import time
 
         from serving.layout import GroupSpec
@@ -308,23 +328,32 @@ class SearcherCore:
         spec = self._default if spec is None else GroupSpec(*spec)
         group = self._held.get(spec)
         if group is None:
+            group = self._load_held(spec)
+        now = time.monotonic()
+        with self._lock:
+            self._last_used[spec] = now
+            if spec != self._current:
+                self._current = spec
+                self._metrics.codes(self.group, group.ntotal)
+            for old in [s for s in self._held if s != spec]:
+                if now - self._last_used.get(old, 0.0) > self.retain_s:
+                    logger.info("searcher group %d: dropping %s", self.group, old)
+                    self._held.pop(old, None)
+                    self._last_used.pop(old, None)
+        return group
+
+    def _load_held(self, spec: Any) -> ShardGroup:
+        """Load ``spec`` once and hold it (one load at a time; searches of held generations
+        are not blocked by a load)."""
+        with self._load_lock:
             with self._lock:
                 group = self._held.get(spec)
-                if group is None:
-                    logger.info("searcher group %d: loading %s", self.group, spec)
-                    group = self._load(spec.index_dir, spec.shards)
+            if group is None:
+                logger.info("searcher group %d: loading %s", self.group, spec)
+                group = self._load(spec)
+                with self._lock:
                     self._held[spec] = group
-        self._touch(spec)
-        if spec != self._current:
-            self._current = spec
-            self._metrics.codes(self.group, group.ntotal)
-        now = time.monotonic()
-        for old in [s for s in self._held if s != spec]:
-            if now - self._last_used.get(old, 0.0) > self.retain_s:
-                logger.info("searcher group %d: dropping %s", self.group, old)
-                self._held.pop(old, None)
-                self._last_used.pop(old, None)
-        return group
+            return group
 
     def search(
         self, codes: np.ndarray, k: int, nprobe: int | None = None, spec: Any | None = None
@@ -343,7 +372,8 @@ class SearcherCore:
         out = self._get(spec).stats()
         out["group"] = self.group
         out["replica"] = _replica_id()
-        out["held_generations"] = sorted({s.generation for s in self._held})
+        with self._lock:
+            out["held_generations"] = sorted({s.generation for s in self._held})
         return out
 
     def prepare(self, spec: Any) -> dict[str, Any]:
@@ -351,13 +381,14 @@ class SearcherCore:
         from serving.layout import GroupSpec
 
         spec = GroupSpec(*spec)
-        group = self._held.get(spec)
-        if group is None:
-            with self._lock:
-                group = self._held.get(spec) or self._load(spec.index_dir, spec.shards)
-                self._held[spec] = group
+        group = self._held.get(spec) or self._load_held(spec)
         self._touch(spec)
-        return {"replica": _replica_id(), "generation": spec.generation, "ntotal": group.ntotal}
+        return {
+            "replica": _replica_id(),
+            "generation": group.generation,
+            "manifest_digest": group.digest,
+            "ntotal": group.ntotal,
+        }
 
     def actor_name(self) -> str | None:
         """Name of this replica's Ray actor (namespace ``serve``), e.g. for fault tests."""

@@ -67,7 +67,11 @@ def test_manifest_and_meta(random_index: tuple) -> None:
     assert manifest.ntotal == len(ids) and manifest.n_shards == 3 and manifest.nlist == 16
     assert manifest.n_bits == 32 and manifest.metric == "hamming" and manifest.generation == 1
     assert manifest.encoder_checkpoint == "/ckpt/x" and manifest.encoder_sha256 == "ab" * 32
-    assert manifest.quantizer_sha256 == storage.sha256_of(f"{index_dir}/quantizer.faissbin")
+    assert manifest.quantizer_sha256 == storage.sha256_of(
+        f"{index_dir}/gen-000001/quantizer.faissbin"
+    )
+    assert manifest.quantizer_file == "gen-000001/quantizer.faissbin"
+    assert all(e.file.startswith("gen-000001/") for e in manifest.shards)
     assert load_quantizer(index_dir, manifest).ntotal == 0
     lookup = dict(zip(ids.tolist(), codes, strict=True))
     seen = []
@@ -143,7 +147,7 @@ def test_sha256_mismatch_detected(random_index: tuple, tmp_path: Path) -> None:
     index_dir, manifest, _, _ = random_index
     entry = manifest.shards[1]
     bad_dir = tmp_path / "bad"
-    bad_dir.mkdir()
+    (bad_dir / "gen-000001").mkdir(parents=True)
     data = bytearray(Path(index_dir, entry.file).read_bytes())
     data[-5] ^= 0xFF
     (bad_dir / entry.file).write_bytes(bytes(data))

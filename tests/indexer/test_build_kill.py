@@ -52,12 +52,14 @@ def test_killed_build_resumes_to_the_clean_result(tmp_path: Path, ray_local: Non
     )  # fmt: skip
     _kill_when(killed / "_build" / "state.json", proc)  # quantizer trained, shards under way
     assert not (killed / "manifest.json").exists(), "killed before the manifest was written"
-    quantizer_mtime = (killed / "quantizer.faissbin").stat().st_mtime_ns
+    quantizer_mtime = (killed / "gen-000001" / "quantizer.faissbin").stat().st_mtime_ns
     finished = {p.name: p.stat().st_mtime_ns for p in (killed / "_build").glob("shard-*.json")}
 
     rerun = subprocess.run(_build_cmd(codes, killed), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert (killed / "quantizer.faissbin").stat().st_mtime_ns == quantizer_mtime, "retrained"
+    assert (killed / "gen-000001" / "quantizer.faissbin").stat().st_mtime_ns == quantizer_mtime, (
+        "retrained"
+    )
     for name, mtime in finished.items():
         assert (killed / "_build" / name).stat().st_mtime_ns == mtime, f"{name} was rebuilt"
 

@@ -98,6 +98,13 @@ def test_encode_and_build_on_s3(
     assert (summary.read, summary.encoded, summary.rejected) == (18, 18, 0)
     assert storage.exists("s3://odh/enc-codes/metrics.prom", s3)
     assert read_codes("s3://odh/enc-codes", storage_options=s3).num_rows == 18
+    # a rerun replaces the output as a whole after it succeeded (no rename on object stores)
+    again = encode(EncodeConfig("s3://odh/enc-images", ckpt, "s3://odh/enc-codes", batch_size=8),
+                   storage_options=s3)  # fmt: skip
+    assert again.encoded == 18
+    assert read_codes("s3://odh/enc-codes", storage_options=s3).num_rows == 18
+    fs, _ = storage.url_to_fs("s3://odh", s3)
+    assert not [p for p in fs.ls("odh", detail=False) if ".staging-" in p]
     manifest = build("s3://odh/enc-codes", "s3://odh/enc-index", n_shards=2, nlist=2,
                      storage_options=s3)  # fmt: skip
     assert manifest.ntotal == 18

@@ -10,6 +10,7 @@ import pytest
 from indexer.build import BuildConfig, build
 from indexer.build_state import marker_uri
 from indexer.codes import write_code_set
+from indexer.index_gc import collect_garbage
 from indexer.manifest import read_manifest
 from indexer.shard_io import FAIL_ENV
 from indexer.shards import load_shard, search_shards
@@ -57,15 +58,17 @@ def test_resume_after_failed_shard(
         build(codes_dir, str(index_dir), config=cfg)
     assert not (index_dir / "manifest.json").exists()  # a reader never sees a half-built index
     assert not Path(marker_uri(str(index_dir), 2)).exists()
-    done = {s: (index_dir / f"shard-{s:05d}.faissbin").stat().st_mtime_ns for s in (0, 1, 3)}
-    quantizer_mtime = (index_dir / "quantizer.faissbin").stat().st_mtime_ns
+    gen1 = index_dir / "gen-000001"
+    done = {s: (gen1 / f"shard-{s:05d}.faissbin").stat().st_mtime_ns for s in (0, 1, 3)}
+    quantizer_mtime = (gen1 / "quantizer.faissbin").stat().st_mtime_ns
 
     monkeypatch.delenv(FAIL_ENV)
     resumed = build(codes_dir, str(index_dir), config=cfg)
     # finished shards and the quantizer were reused, not rebuilt
     for s, mtime in done.items():
-        assert (index_dir / f"shard-{s:05d}.faissbin").stat().st_mtime_ns == mtime
-    assert (index_dir / "quantizer.faissbin").stat().st_mtime_ns == quantizer_mtime
+        assert (gen1 / f"shard-{s:05d}.faissbin").stat().st_mtime_ns == mtime
+    assert (gen1 / "quantizer.faissbin").stat().st_mtime_ns == quantizer_mtime
+    assert resumed.generation == 1  # the unpublished generation was finished, not skipped
     # and the result equals a clean build
     assert [e.sha256 for e in resumed.shards] == [e.sha256 for e in clean.shards]
     assert [e.meta_sha256 for e in resumed.shards] == [e.meta_sha256 for e in clean.shards]
@@ -75,6 +78,10 @@ def test_resume_after_failed_shard(
     # a different config does not reuse anything
     other = build(codes_dir, str(index_dir), config=BuildConfig(n_shards=4, nlist=8, seed=4))
     assert other.quantizer_sha256 != clean.quantizer_sha256
+    # a rebuild in place writes the next generation and leaves the served one untouched
+    assert other.generation == 2 and other.quantizer_file.startswith("gen-000002/")
+    for s, mtime in done.items():
+        assert (gen1 / f"shard-{s:05d}.faissbin").stat().st_mtime_ns == mtime
 
 
 def test_append_and_delete(tmp_path: Path, ray_local: None) -> None:
@@ -109,10 +116,20 @@ def test_append_and_delete(tmp_path: Path, ray_local: None) -> None:
     _search_equals_brute_force(index_dir, all_ids[keep], all_codes[keep])
     with pytest.raises(ValueError, match=r"not in the index.*\[5\]"):
         delete(index_dir, [5])
-    # only the two newest generations' files remain
-    names = sorted(p.name for p in Path(index_dir).glob("shard-*"))
-    assert len(names) <= 2 * third.n_shards
+    # updates delete nothing; gc keeps the two newest generations' files, then only the current
+    assert sorted(p.name for p in Path(index_dir).glob("gen-*")) == [
+        "gen-000001",
+        "gen-000002",
+        "gen-000003",
+    ]
+    report = collect_garbage(index_dir, keep=2, dry_run=False)
+    assert report.kept == (2, 3) and report.current == 3
     assert all(Path(index_dir, e.file).exists() for e in third.shards)
+    collect_garbage(index_dir, keep=1, dry_run=False)
+    left = {str(p.relative_to(index_dir)) for p in Path(index_dir).glob("gen-*/*")}
+    named = {third.quantizer_file, *(f for e in third.shards for f in (e.file, e.meta_file))}
+    assert left == named | {"gen-000003/manifest.json"}
+    _search_equals_brute_force(index_dir, all_ids[keep], all_codes[keep])
 
 
 def test_hnsw_quantizer_exact_search(tmp_path: Path, ray_local: None) -> None:

@@ -282,7 +282,7 @@ def test_searcher_core_mmaps_and_switches_generations(index: Index, tmp_path: Pa
     assert first["generation"] == 1 and first["held_generations"] == [1]
     queries = index.codes[:3]
     before = core.search(queries, 5, NLIST)
-    spec2 = GroupSpec(_new_generation(index, tmp_path), (0, 1, 2), 2)
+    spec2 = GroupSpec(_new_generation(index, Path(index.path).parent), (0, 1, 2), 2)
     assert core.prepare(spec2)["generation"] == 2
     after = core.search(queries, 5, NLIST, spec2)
     want = _brute_force(index.codes, index.ids, queries, 5)
@@ -316,7 +316,7 @@ def test_reload_needs_the_token_then_switches_generation(
     with pytest.raises(ODHClientError) as info:
         client.reload(TOKEN, index=str(tmp_path / "nothing"))
     assert info.value.status == 400 and "index" in info.value.message
-    new_dir = _new_generation(index, tmp_path)
+    new_dir = _new_generation(index, Path(index.path).parent)
     answer = client.reload(TOKEN, index=new_dir)
     assert answer["generation"] == 2 and answer["previous_generation"] == 1
     assert all(g["replicas_prepared"] == 1 for g in answer["groups"])

@@ -277,3 +277,17 @@ def test_trace_records_every_call_of_the_request_path() -> None:
     by_codes = asyncio.run(traced({"codes": [codes[0].tobytes().hex()], "k": 3}))
     assert [c.stage for c in by_codes.calls] == ["search", "search"]
     assert current_trace.get() is None  # nothing recorded outside a traced request
+
+
+def test_stale_answers_name_the_group_and_why() -> None:
+    from serving.merge import stale_answers
+
+    def hits(generation: int | None, digest: str | None) -> GroupHits:
+        empty = np.zeros((1, 1), np.int64)
+        return GroupHits(empty.astype(np.int32), empty - 1, [[None]], [[None]], generation, digest)
+
+    answers = {0: hits(3, "d3"), 1: hits(2, "d2"), 2: hits(3, "other"), 3: hits(None, None)}
+    stale = stale_answers(answers, 3, "d3")
+    assert set(stale) == {1, 2}  # an answer naming no manifest (an older searcher) is taken
+    assert "generation 2, not 3" in stale[1] and "different manifest" in stale[2]
+    assert stale_answers(answers, 3, None) == {1: stale[1]}  # no digest known: numbers only
