@@ -258,10 +258,10 @@ def encode(
     pushes the metrics to ``pushgateway`` when given.
     """
     import ray
-    from tqdm import tqdm
 
     from odh_core.checkpoint import checkpoint_sha256
     from odh_core.encoder import Encoder
+    from odh_core.progress import progress_bar
 
     if not isinstance(config, EncodeConfig):
         raise TypeError(f"encode: config must be an EncodeConfig, got {type(config).__name__}")
@@ -320,7 +320,7 @@ def encode(
         ("encoded", "rejected", "rejected_decode", "rejected_encode", "image_bytes",
          "written_bytes"), 0,
     )  # fmt: skip
-    with tqdm(total=n_rows, desc="encode", unit="img", disable=not progress) as bar:
+    with progress_bar(n_rows, desc="encode", unit="img", disable=not progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for name in totals:
                 totals[name] += int(pc.sum(batch.column(name)).as_py() or 0)
