@@ -148,7 +148,7 @@ def measure(spec: ModeSpec) -> list[ModeSamples]:
     import ray
     from ray import serve
 
-    from serving.app import start_server, stop_server
+    from serving.app import start_server
     from serving.client import ODHClient
 
     for key, value in PROXY_ENV[spec.proxy].items():
@@ -198,7 +198,7 @@ def measure(spec: ModeSpec) -> list[ModeSamples]:
                 serve.delete("odh-bench")  # Serve itself stays up for the next layout
     finally:
         try:
-            stop_server("odh-bench")
+            serve.shutdown()
         finally:
             ray.shutdown()
     return out

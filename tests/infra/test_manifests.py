@@ -7,7 +7,6 @@ fields, Ray Serve's config schema, Ray's cluster-launcher schema and the `odh` a
 
 from __future__ import annotations
 
-import ast
 import random
 import re
 import shlex
@@ -151,6 +150,21 @@ def test_s3_credentials_come_from_a_secret_reference(name: str) -> None:
             assert "value" not in env[var]
 
 
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayservice.yaml"])
+def test_serve_runs_behind_the_same_proxy_as_odh_serve(name: str) -> None:
+    """The pods that run Serve select the proxy mode `odh serve` uses by default (HttpConfig),
+    in every container: Serve reads the variable in each Ray process, head and workers."""
+    from serving.config import PROXY_MODES, HttpConfig
+
+    wanted = PROXY_MODES[HttpConfig().proxy]
+    others = {k for env in PROXY_MODES.values() for k in env} - set(wanted)
+    for group_name, template in _pod_templates(_cluster_spec(_load(KUBERAY / name))):
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        for var, value in wanted.items():
+            assert env.get(var) == value, f"{name}/{group_name}: {var} must be {value!r}"
+        assert not others & set(env), f"{name}/{group_name}: another proxy mode set"
+
+
 SECRET_PATTERNS = (
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
     re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+]{30,}"),
@@ -192,7 +206,8 @@ def test_secret_patterns_catch_a_planted_key() -> None:
 
 
 def test_rayjob_runs_the_index_job_on_s3() -> None:
-    from cluster.cli import build_parser
+    from cluster.cli import parse_command
+    from cluster.runtime import RuntimeConfig
 
     spec = _load(KUBERAY / "rayjob.yaml")["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
@@ -201,22 +216,21 @@ def test_rayjob_runs_the_index_job_on_s3() -> None:
     assert isinstance(runtime_env, dict) and runtime_env
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["odh", "index"], "the RayJob runs the resumable `odh index` job"
-    args = build_parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown flag
-    assert args.address == "auto", "the job must run on the cluster (--address auto)"
+    _, configs, _ = parse_command(argv[1:])  # exits (SystemExit) on an unknown flag
+    (runtime,) = [c for c in configs if isinstance(c, RuntimeConfig)]
+    assert runtime.address == "auto", "the job must run on the cluster (--address auto)"
+    job = configs[0]
     for name in ("images", "checkpoint", "output"):
-        assert getattr(args, name).startswith("s3://"), name
+        assert getattr(job, name).startswith("s3://"), name
 
 
 def _build_app_known_args() -> set[str]:
-    tree = ast.parse((ROOT / "serving" / "app.py").read_text())
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "known" for t in node.targets)
-            and isinstance(node.value, ast.Set)
-        ):
-            return {ast.literal_eval(elt) for elt in node.value.elts}
-    raise AssertionError("serving/app.py: build_app's `known` argument set not found")
+    """build_app validates its args as a ServeConfig, refusing unknown keys."""
+    import dataclasses
+
+    from serving.config import ServeConfig
+
+    return {f.name for f in dataclasses.fields(ServeConfig)}
 
 
 def test_rayservice_serve_config_runs_build_app() -> None:
