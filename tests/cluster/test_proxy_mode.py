@@ -38,3 +38,11 @@ def test_two_haproxy_servers_get_their_own_files_and_ports() -> None:
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # still free
+
+
+def test_the_demo_ends_with_how_to_serve_and_the_page_url() -> None:
+    from cluster.demo import _serve_hint
+
+    text = "\n".join(_serve_hint(Path("/data/odh/index"), 8123))
+    assert "odh serve --index /data/odh/index --port 8123" in text
+    assert "open http://127.0.0.1:8123/" in text
