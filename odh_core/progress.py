@@ -48,6 +48,7 @@ class LogProgress:
         self.every_s = every_s
         self.log = log or logger
         self.t0 = self.last = time.perf_counter()
+        self._logged_n: int | None = None
 
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
@@ -67,10 +68,16 @@ class LogProgress:
         now = time.perf_counter()
         if now - self.last >= self.every_s:
             self.last = now
-            self.log.info("%s", self.line())
+            self._emit()
+
+    def _emit(self) -> None:
+        self._logged_n = self.n
+        self.log.info("%s", self.line())
 
     def close(self) -> None:
-        self.log.info("%s", self.line())
+        """The last line, unless the last update already logged this count."""
+        if self._logged_n != self.n:
+            self._emit()
 
     def __enter__(self) -> LogProgress:
         return self

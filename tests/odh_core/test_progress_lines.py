@@ -61,6 +61,22 @@ def test_log_progress_counts_from_initial(
     assert caplog.records[-1].getMessage() == "build shards: 4/4 shard (100%), 1.0 shard/s, 2s"
 
 
+def test_log_progress_does_not_repeat_the_last_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from odh_core import progress
+
+    clock = _Clock()
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=clock))
+    with (
+        caplog.at_level(logging.INFO, logger="odh_core.progress"),
+        progress.LogProgress(8, desc="encode", unit="img", every_s=10.0) as bar,
+    ):
+        clock.t += 16.0
+        bar.update(8)  # one batch with every image, after the interval: logged here only
+    assert [r.getMessage() for r in caplog.records] == ["encode: 8/8 img (100%), 0.5 img/s, 16s"]
+
+
 def test_progress_bar_is_a_log_off_a_terminal_and_rejects_a_bad_interval() -> None:
     from odh_core.progress import LogProgress, progress_bar
 
