@@ -248,7 +248,12 @@ def run(config: Config) -> int:
                     nprobe=nprobe, k=k, singles=args.singles, batch=args.batch,
                     budget_s=args.budget_s, port=args.port, layouts=LAYOUTS,
                 )  # fmt: skip
-                for s in run_mode(spec, work):
+                try:
+                    samples = run_mode(spec, work)
+                except RuntimeError:  # a Serve start that fails once (busy ports, a slow node)
+                    logger.exception("proxy %s failed; one more try", proxy)
+                    samples = run_mode(spec, work)
+                for s in samples:
                     served.setdefault((s.proxy, s.placement, s.groups), []).append(s)
         ip_recall = recall_at_k(ip_d, kth[: len(ip_d)], k)
         rows = _rows(ip_single, ip_batch, ip_done / ip_wall, ip_recall, served, kth, k, args.batch)

@@ -50,10 +50,26 @@ class RuntimeConfig:
             raise ValueError(f"RuntimeConfig.num_cpus must be >= 1, got {self.num_cpus}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: Ports for HAProxy's stats and metrics listeners: above Ray's worker ports (10002-19999) and
+#: below Linux's ephemeral range (32768+), which Ray's processes take at random while HAProxy
+#: starts (an OS-assigned free port was seen taken again before HAProxy could bind it).
+_HAPROXY_PORTS = range(20000, 32768)
+
+
+def _free_port(exclude: set[int] | None = None) -> int:
+    import random
+
+    exclude = exclude or set()
+    for port in random.sample(_HAPROXY_PORTS, 200):
+        if port in exclude:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_HAPROXY_PORTS} for HAProxy's listeners")
 
 
 def proxy_env(proxy: str) -> dict[str, str]:
@@ -74,9 +90,10 @@ def proxy_env(proxy: str) -> dict[str, str]:
             RAY_SERVE_HAPROXY_SOCKET_PATH=os.path.join(base, "admin.sock"),
             RAY_SERVE_HAPROXY_SERVER_STATE_BASE=base,
             RAY_SERVE_HAPROXY_SERVER_STATE_FILE=os.path.join(base, "server-state"),
-            RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()),
-            RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
         )
+        stats = _free_port()
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(stats)
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port({stats}))
     return env
 
 

@@ -34,8 +34,10 @@ def test_two_haproxy_servers_get_their_own_files_and_ports() -> None:
     for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE"):
         assert Path(a[f"RAY_SERVE_HAPROXY_{key}"]).parent == base
     ports = {int(e[f"RAY_SERVE_HAPROXY_{k}_PORT"]) for e in (a, b) for k in ("STATS", "METRICS")}
-    assert len(ports) >= 3  # free ports from the OS; 8404/9101 (Ray's defaults) would collide
+    assert len(ports) >= 3  # 8404/9101 (Ray's defaults) would collide
     for port in ports:
+        # outside Ray's worker ports and the ephemeral range Ray's processes bind at random
+        assert 20000 <= port < 32768
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # still free
 
