@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import sys
 from typing import Any
 
 #: Worker loggers whose records reach the driver.
@@ -31,6 +33,46 @@ class _QueueHandler(logging.Handler):
             self.queue.put_nowait((record.name, record.levelno, record.getMessage()))
 
 
+_BATCH_LINE = re.compile(
+    r"^(?P<title>.+): batch (?P<n>\d+)/(?P<total>\d+) \(\d+%\), loss (?P<loss>\S+),"
+)
+
+
+class DriverView:
+    """How the driver shows forwarded records: on a terminal the epoch's batch lines drive a
+    tqdm bar (with the running loss) and the epoch summary is written above it; elsewhere every
+    record is logged again under its own logger name."""
+
+    def __init__(self, tty: bool | None = None) -> None:
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.bar: Any = None
+        self.title: str | None = None
+        self.shown: tuple[int, int, str] | None = None  # batches done, batches, loss
+
+    def show(self, name: str, level: int, message: str) -> None:
+        match = _BATCH_LINE.match(message) if self.tty else None
+        if match is None:
+            if self.tty and " done: " in message:
+                self.close()
+            logging.getLogger(name).log(level, "%s", message)
+            return
+        from tqdm import tqdm
+
+        title, n, total = match["title"], int(match["n"]), int(match["total"])
+        if self.bar is None or title != self.title:
+            self.close()
+            self.bar = tqdm(total=total, desc=title, unit="batch", leave=False)
+            self.title = title
+        self.shown = (n, total, match["loss"])
+        self.bar.update(n - self.bar.n)
+        self.bar.set_postfix(loss=match["loss"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.title = None, None
+
+
 class ProgressRelay:
     """Driver side: a Ray queue the rank-0 worker logs to, re-logged here by a thread.
 
@@ -44,6 +86,7 @@ class ProgressRelay:
         from ray.util.queue import Queue
 
         self.queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+        self.view = DriverView()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="odh-train-progress", daemon=True)
         self._thread.start()
@@ -60,11 +103,12 @@ class ProgressRelay:
                 continue
             except Exception:  # the queue actor is gone
                 return
-            logging.getLogger(name).log(level, "%s", message)
+            self.view.show(name, level, message)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10.0)
+        self.view.close()
         self.queue.shutdown()
 
 

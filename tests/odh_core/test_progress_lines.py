@@ -133,3 +133,27 @@ def test_odh_train_on_a_log_shows_epoch_lines(tmp_path: Path) -> None:
     )  # fmt: skip
     done = re.findall(r"epoch (\d)/2 \([^)]*\) done: loss [\d.]+", out.stderr)
     assert done == ["1", "2"], out.stderr[-3000:]
+
+
+def test_driver_view_turns_batch_lines_into_a_bar_on_a_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from odh_core.progress_relay import DriverView
+
+    view = DriverView(tty=True)
+    name = "odh_core.stages"
+    with caplog.at_level(logging.INFO, logger=name):
+        view.show(name, logging.INFO, "epoch 2/8 (stage 1): batch 40/200 (20%), loss 0.9000, 15 s")
+        view.show(name, logging.INFO, "epoch 2/8 (stage 1): batch 90/200 (45%), loss 0.8500, 30 s")
+        assert view.title == "epoch 2/8 (stage 1)" and view.bar is not None
+        assert view.shown == (90, 200, "0.8500")
+        view.show(name, logging.INFO, "epoch 2/8 (stage 1) done: loss 0.8000, 60.0 s")
+    assert view.bar is None  # closed before the epoch line
+    assert [r.getMessage() for r in caplog.records] == [
+        "epoch 2/8 (stage 1) done: loss 0.8000, 60.0 s"
+    ]
+    log_view = DriverView(tty=False)  # a log file: every line, as the worker wrote it
+    with caplog.at_level(logging.INFO, logger=name):
+        log_view.show(name, logging.INFO, "epoch 3/8 (stage 1): batch 1/2 (50%), loss 1.0, 1 s")
+    assert log_view.bar is None
+    assert caplog.records[-1].getMessage().startswith("epoch 3/8 (stage 1): batch 1/2")
