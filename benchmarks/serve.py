@@ -200,7 +200,9 @@ def run(config: Config) -> int:
     from indexer.manifest import read_manifest
     from indexer.shards import load_shard, search_shards
 
-    faiss.omp_set_num_threads(1)
+    # the same FAISS threads in-process as the served searchers have in all (the machine's
+    # cores, split over the groups there), so the batched ratio compares like with like
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     load_start = os.getloadavg()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="odh-bench-serve-"))
     work.mkdir(parents=True, exist_ok=True)
