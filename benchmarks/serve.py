@@ -296,7 +296,7 @@ def run(config: Config) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "serve.md").write_text(markdown(result))
-    labelled = [{**r, "mode": f"{r['proxy']}\n{r['mode']}"} for r in rows]
+    labelled = [{**r, "mode": f"{r['proxy']}\n{r['mode'].replace('serve-', '')}"} for r in rows]
     latency_bars(labelled, str(out / "serve_latency.png"), size=(1800, 560))
     logger.info("results written to %s", out)
     return 0
