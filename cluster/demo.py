@@ -97,6 +97,17 @@ def _pick_queries(image_set: str, n: int, seed: int) -> list[dict[str, Any]]:
     return [table.slice(int(r), 1).to_pylist()[0] for r in sorted(rows)]
 
 
+def _serve_hint(index: Path, port: int) -> list[str]:
+    """How to keep the query API up after the demo (it stops with the demo) and see results."""
+    url = f"http://127.0.0.1:{port}/"
+    return [
+        "The demo's server stopped with it. To keep one running and search in a browser:",
+        f"  odh serve --index {index} --port {port}",
+        f"  then open {url} (drop an image, or click a database image, to see its neighbours)",
+        "",
+    ]
+
+
 def run_demo(
     config: DemoConfig,
     runtime: RuntimeConfig | None = None,
@@ -198,6 +209,7 @@ def run_demo(
         f"  tie-aware mAP@1000 {metrics['map_1000_tie_aware']:.4f}",
         f"  P@H<=2             {metrics['p_h2']:.4f}",
         "",
+        *_serve_hint(paths["index"], config.port),
     ]
     out("\n".join(lines) + "\n")
     return 0

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,53 @@ class RuntimeConfig:
             raise ValueError(f"RuntimeConfig.num_cpus must be >= 1, got {self.num_cpus}")
 
 
+#: Ports for HAProxy's stats and metrics listeners: above Ray's worker ports (10002-19999) and
+#: below Linux's ephemeral range (32768+), which Ray's processes take at random while HAProxy
+#: starts (an OS-assigned free port was seen taken again before HAProxy could bind it).
+_HAPROXY_PORTS = range(20000, 32768)
+
+
+def _free_port(exclude: set[int] | None = None) -> int:
+    import random
+
+    exclude = exclude or set()
+    for port in random.sample(_HAPROXY_PORTS, 200):
+        if port in exclude:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_HAPROXY_PORTS} for HAProxy's listeners")
+
+
+def proxy_env(proxy: str) -> dict[str, str]:
+    """The environment of a Serve proxy mode (``serving.config.PROXY_MODES``) for an embedded
+    cluster. HAProxy's config, admin socket and state go to a fresh directory and its stats and
+    metrics listeners to free ports (Ray's defaults, /tmp/haproxy-serve and ports 8404/9101, would
+    collide between two servers on one machine). Ray 2.60 binds those two listeners on all
+    interfaces; the query API itself listens on ``HttpConfig.host``."""
+    from serving.config import PROXY_MODES
+
+    if proxy not in PROXY_MODES:
+        raise ValueError(f"proxy must be one of {list(PROXY_MODES)}, got {proxy!r}")
+    env = dict(PROXY_MODES[proxy])
+    if proxy == "haproxy":
+        base = tempfile.mkdtemp(prefix="odh-haproxy-")
+        env.update(
+            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=os.path.join(base, "haproxy.cfg"),
+            RAY_SERVE_HAPROXY_SOCKET_PATH=os.path.join(base, "admin.sock"),
+            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=base,
+            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=os.path.join(base, "server-state"),
+        )
+        stats = _free_port()
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(stats)
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port({stats}))
+    return env
+
+
 def use_token_auth_if_available() -> None:
     """Send the Ray auth token when this machine has one (``$RAY_AUTH_TOKEN``,
     ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``): clusters started with ``ray start``
@@ -59,13 +108,22 @@ def use_token_auth_if_available() -> None:
 
 
 @contextmanager
-def ray_runtime(config: RuntimeConfig | None = None) -> Iterator[None]:
-    """Initialise Ray for a block; shut it down afterwards only if this block started it."""
+def ray_runtime(
+    config: RuntimeConfig | None = None, *, env: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Initialise Ray for a block; shut it down afterwards only if this block started it.
+
+    ``env`` (e.g. :func:`proxy_env`) is set in this process before an embedded cluster starts,
+    so every Ray process inherits it; an existing cluster keeps its own (a warning says so)."""
     config = config or RuntimeConfig()
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     address = config.address or os.environ.get("RAY_ADDRESS") or None
     embedded = address in (None, "local")
+    if env and embedded:
+        os.environ.update(env)
+    elif env:
+        logger.warning("%s: set on the cluster's nodes, not by this client", sorted(env))
     if not embedded:
         use_token_auth_if_available()  # read by Ray when it is first imported
     else:

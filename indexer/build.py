@@ -149,12 +149,13 @@ def _run_tasks(refs: dict[int, Any], n_total: int, n_reused: int) -> dict[int, d
     """Wait for every shard task (so finished shards keep their markers), with a progress bar;
     raise the first failure afterwards."""
     import ray
-    from tqdm import tqdm
+
+    from odh_core.progress import progress_bar
 
     results: dict[int, dict[str, Any]] = {}
     errors: list[tuple[int, BaseException]] = []
     pending = {ref: s for s, ref in refs.items()}
-    with tqdm(total=n_total, initial=n_reused, desc="build shards", unit="shard") as bar:
+    with progress_bar(n_total, initial=n_reused, desc="build shards", unit="shard") as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -356,9 +356,9 @@ def _run(
 ) -> EncodeSummary:
     """The pipeline, writing everything into ``staging``; returns the summary."""
     import ray
-    from tqdm import tqdm
 
     from odh_core.checkpoint import checkpoint_sha256
+    from odh_core.progress import progress_bar
 
     pa_fs, _ = _pyarrow_fs(cfg.image_set, storage_options)
     paths = [storage.url_to_fs(u, storage_options)[1] for u in parts]
@@ -392,7 +392,7 @@ def _run(
          "image_bytes",
          "written_bytes"), 0,
     )  # fmt: skip
-    with tqdm(total=n_rows, desc="encode", unit="img", disable=not progress) as bar:
+    with progress_bar(n_rows, desc="encode", unit="img", disable=not progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for name in totals:
                 totals[name] += int(pc.sum(batch.column(name)).as_py() or 0)

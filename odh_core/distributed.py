@@ -83,6 +83,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from odh_core.checkpoint import save_checkpoint
     from odh_core.models import create_encoder
+    from odh_core.progress_relay import forward_progress
     from odh_core.stages import LoopContext, fit
     from odh_core.train_state import load_train_state, save_train_state
 
@@ -92,6 +93,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     labels = ray.get(loop_config["labels_ref"])
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    forward_progress(loop_config.get("progress_queue"), rank)
     device = ray.train.torch.get_device()
 
     initial_state = None
@@ -190,6 +192,7 @@ def run_ray_training(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from odh_core.checkpoint import load_checkpoint, save_checkpoint
+    from odh_core.progress_relay import ProgressRelay
 
     if not ray.is_initialized():
         raise RuntimeError("train_encoder needs an initialised Ray (call ray.init first)")
@@ -197,6 +200,7 @@ def run_ray_training(
     storage = os.path.join(out, "ray_train")
     os.makedirs(storage, exist_ok=True)
     name = _run_name(storage, resume)
+    relay = ProgressRelay()
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={
@@ -205,6 +209,7 @@ def run_ray_training(
             "labels_ref": ray.put(labels),
             "label_distance": label_distance,
             "storage_dir": storage,
+            "progress_queue": relay.queue,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -218,7 +223,10 @@ def run_ray_training(
         ),
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        relay.close()
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:

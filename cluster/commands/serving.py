@@ -50,17 +50,20 @@ class QueryConfig:
 def cmd_serve(config: ServeConfig, http: HttpConfig, runtime: RuntimeConfig) -> int:
     import time
 
-    from cluster.runtime import ray_runtime
+    from cluster.runtime import proxy_env, ray_runtime
     from serving.app import start_server
 
-    with ray_runtime(runtime):
+    with ray_runtime(runtime, env=proxy_env(http.proxy)):
         try:
             url = start_server(config, host=http.host, port=http.port)
         except RuntimeError as exc:  # Serve's deploy failure: a traceback that hides the cause
             cause = deploy_cause(exc)
             logger.debug("deploy failure", exc_info=True)
             raise ValueError(f"odh serve: the application failed to deploy: {cause}") from None
-        logger.info("serving %s at %s (Ctrl-C stops)", config.index, url)
+        logger.info(
+            "serving %s at %s (%s proxy); open %s/ for the search page (Ctrl-C stops)",
+            config.index, url, http.proxy, url.rstrip("/"),
+        )  # fmt: skip
         try:
             while True:
                 time.sleep(3600)

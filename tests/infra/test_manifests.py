@@ -151,6 +151,21 @@ def test_s3_credentials_come_from_a_secret_reference(name: str) -> None:
             assert "value" not in env[var]
 
 
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayservice.yaml"])
+def test_serve_runs_behind_the_same_proxy_as_odh_serve(name: str) -> None:
+    """The pods that run Serve select the proxy mode `odh serve` uses by default (HttpConfig),
+    in every container: Serve reads the variable in each Ray process, head and workers."""
+    from serving.config import PROXY_MODES, HttpConfig
+
+    wanted = PROXY_MODES[HttpConfig().proxy]
+    others = {k for env in PROXY_MODES.values() for k in env} - set(wanted)
+    for group_name, template in _pod_templates(_cluster_spec(_load(KUBERAY / name))):
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        for var, value in wanted.items():
+            assert env.get(var) == value, f"{name}/{group_name}: {var} must be {value!r}"
+        assert not others & set(env), f"{name}/{group_name}: another proxy mode set"
+
+
 SECRET_PATTERNS = (
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
     re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+]{30,}"),

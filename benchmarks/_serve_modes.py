@@ -1,0 +1,242 @@
+"""One proxy mode of the serving benchmark, in its own process.
+
+Ray Serve reads ``RAY_SERVE_ENABLE_HA_PROXY`` / ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` when it is
+imported, in every Ray process, so each proxy mode needs its own Ray instance started with the
+variables set. ``benchmarks.serve`` runs this module as a child process per mode and round::
+
+    python -m benchmarks._serve_modes SPEC.json OUT.json
+
+``SPEC.json`` is a :class:`ModeSpec`; ``OUT.json`` receives one :class:`ModeSamples` per layout
+(raw latency samples, so rounds pool before percentiles are taken).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.runtime import proxy_env
+from serving.config import PROXY_MODES
+
+logger = logging.getLogger(__name__)
+
+#: Proxy modes and the environment each sets before Ray starts (the one table ``odh serve`` uses).
+PROXY_ENV: Mapping[str, Mapping[str, str]] = PROXY_MODES
+#: (placement, searcher groups) measured in each mode.
+LAYOUTS: tuple[tuple[str, int], ...] = (("split", 1), ("split", 2), ("ingress", 1))
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What one child measures."""
+
+    proxy: str
+    index_dir: str
+    queries_file: str  # .npy of packed query codes
+    nprobe: int
+    k: int
+    singles: int
+    batch: int
+    budget_s: float
+    port: int
+    layouts: tuple[tuple[str, int], ...] = LAYOUTS
+
+    def __post_init__(self) -> None:
+        if self.proxy not in PROXY_ENV:
+            raise ValueError(f"ModeSpec.proxy must be one of {list(PROXY_ENV)}, got {self.proxy!r}")
+
+
+@dataclass
+class ModeSamples:
+    """Raw measurements of one layout in one proxy mode (one round)."""
+
+    proxy: str
+    placement: str
+    groups: int
+    hops: int
+    single_s: list[float] = field(default_factory=list)
+    batch_s: list[float] = field(default_factory=list)
+    batch_queries: int = 0
+    batch_wall_s: float = 0.0
+    distances: list[list[int]] = field(default_factory=list)
+    listeners: list[str] = field(default_factory=list)
+
+
+def timed_singles(
+    fn: Callable[[np.ndarray], Any], queries: np.ndarray, budget_s: float
+) -> list[float]:
+    """Latency of one query at a time (bounded by the query count and ``budget_s``)."""
+    out: list[float] = []
+    stop = time.perf_counter() + budget_s
+    for q in queries:
+        t = time.perf_counter()
+        fn(q[None, :])
+        out.append(time.perf_counter() - t)
+        if time.perf_counter() > stop:
+            break
+    return out
+
+
+def timed_batches(
+    fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, batch: int, budget_s: float
+) -> tuple[list[float], int, float, np.ndarray]:
+    """Batch latencies, queries answered, wall seconds and the distances returned (recall)."""
+    lat: list[float] = []
+    dists = []
+    done = 0
+    start = time.perf_counter()
+    for s in range(0, len(queries) - batch + 1, batch):
+        t = time.perf_counter()
+        dists.append(fn(queries[s : s + batch]))
+        lat.append(time.perf_counter() - t)
+        done += batch
+        if time.perf_counter() - start > budget_s:
+            break
+    return lat, done, time.perf_counter() - start, np.concatenate(dists)
+
+
+def _http_search(client: Any, nprobe: int, k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def run(q: np.ndarray) -> np.ndarray:
+        result = client.search(codes=q, k=k, nprobe=nprobe)
+        if result.partial:
+            raise RuntimeError(f"partial answer: groups {result.missing_groups} missing")
+        return np.asarray(result.distances(), dtype=np.int64)
+
+    return run
+
+
+def _listeners(pids: set[int]) -> list[str]:
+    """TCP listen addresses of this process tree (``ss``), to record what each mode exposes."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltnp"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 6:
+            continue
+        owners = parts[5]
+        if any(f"pid={p}," in owners for p in pids):
+            name = owners.split('"')[1] if '"' in owners else "?"
+            found.append(f"{parts[3]} {name}")
+    return sorted(set(found))
+
+
+def _tree_pids() -> set[int]:
+    """This process and its descendants (the embedded Ray cluster: GCS, raylet, workers)."""
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+
+def measure(spec: ModeSpec) -> list[ModeSamples]:
+    """Start Ray and Serve in this process (the proxy env must already be set) and measure."""
+    import ray
+    from ray import serve
+
+    from serving.app import start_server
+    from serving.client import ODHClient
+
+    for key, value in PROXY_ENV[spec.proxy].items():
+        if os.environ.get(key) != value:
+            raise RuntimeError(f"proxy {spec.proxy!r} needs {key}={value} before Ray starts")
+    queries = np.load(spec.queries_file)
+    cpus = os.cpu_count() or 2
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    out: list[ModeSamples] = []
+    try:
+        for placement, groups in spec.layouts:
+            searcher_cpus = max(0.25, cpus / (2 * groups))
+            url = start_server(
+                spec.index_dir,
+                port=spec.port,
+                groups=groups,
+                placement=placement,
+                # FAISS threads: the machine's cores split over the groups, as in-process FAISS
+                # uses every core for its batches.
+                num_threads=max(1, cpus // groups),
+                searcher_cpus=min(searcher_cpus, 1.0),
+                app_name="odh-bench",
+            )
+            try:
+                with ODHClient(url, timeout=120) as client:
+                    run = _http_search(client, spec.nprobe, spec.k)
+                    for q in queries[:20]:  # warm-up: connections, replicas, page cache
+                        run(q[None, :])
+                    single = timed_singles(run, queries[: spec.singles], spec.budget_s)
+                    lat, done, wall, dists = timed_batches(run, queries, spec.batch, spec.budget_s)
+                    handle_hops = client.search(codes=queries[:1], k=spec.k, trace=True).hops
+                # Serve's proxy actor (default and throughput modes) reaches the ingress through
+                # a handle: one more hop. HAProxy forwards HTTP to the ingress replica's own port.
+                hops = int(handle_hops or 0) + (0 if spec.proxy == "haproxy" else 1)
+                out.append(
+                    ModeSamples(
+                        proxy=spec.proxy, placement=placement, groups=groups, hops=hops,
+                        single_s=single, batch_s=lat, batch_queries=done, batch_wall_s=wall,
+                        distances=dists.tolist(), listeners=_listeners(_tree_pids()),
+                    )
+                )  # fmt: skip
+                logger.info(
+                    "%s %s g%d: single p50 %.2f ms, batch %d QPS",
+                    spec.proxy, placement, groups, 1e3 * float(np.median(single)), done / wall,
+                )  # fmt: skip
+            finally:
+                serve.delete("odh-bench")  # Serve itself stays up for the next layout
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    return out
+
+
+def run_mode(spec: ModeSpec, workdir: Path, timeout_s: float = 900.0) -> list[ModeSamples]:
+    """Run :func:`measure` in a child process with the proxy mode's environment."""
+    spec_file = workdir / f"spec-{spec.proxy}.json"
+    out_file = workdir / f"out-{spec.proxy}.json"
+    spec_file.write_text(json.dumps(asdict(spec)))
+    out_file.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in _ALL_PROXY_KEYS}
+    env.update(proxy_env(spec.proxy))
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    cmd = [sys.executable, "-m", "benchmarks._serve_modes", str(spec_file), str(out_file)]
+    proc = subprocess.run(cmd, env=env, timeout=timeout_s, check=False)
+    if proc.returncode != 0 or not out_file.is_file():
+        raise RuntimeError(f"proxy mode {spec.proxy!r}: child exited {proc.returncode}")
+    return [ModeSamples(**row) for row in json.loads(out_file.read_text())]
+
+
+_ALL_PROXY_KEYS = {key for env in PROXY_ENV.values() for key in env}
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m benchmarks._serve_modes SPEC.json OUT.json\n")
+        return 2
+    raw: dict[str, Any] = json.loads(Path(argv[0]).read_text())
+    raw["layouts"] = tuple((str(p), int(g)) for p, g in raw.get("layouts", LAYOUTS))
+    samples = measure(ModeSpec(**raw))
+    Path(argv[1]).write_text(json.dumps([asdict(s) for s in samples]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
