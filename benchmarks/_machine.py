@@ -32,4 +32,7 @@ def command_line() -> str:
     argv = list(sys.argv)
     if argv and argv[0].endswith("odh"):
         argv[0] = "odh"
+    elif argv and argv[0].endswith(".py") and "benchmarks" in argv[0]:
+        # ``python -m benchmarks.NAME`` puts the module's absolute path in argv[0]
+        argv = ["python", "-m", "benchmarks." + os.path.basename(argv[0])[: -len(".py")], *argv[1:]]
     return shlex.join(argv)
