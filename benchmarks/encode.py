@@ -224,7 +224,7 @@ def breakdown(ckpt: str, images: np.ndarray, workdir: str) -> dict[str, dict[str
         actor = EncodeBatch(ckpt, torch_threads=1, inference=inference)
         enc = actor.encoder
         t0 = time.perf_counter()
-        arrays = np.stack([enc.preprocess(p) for p in pngs])
+        arrays = enc.normalise(np.stack([enc.decode(p) for p in pngs]))
         t_decode = time.perf_counter() - t0
         t0 = time.perf_counter()
         enc.encode_arrays(arrays)
@@ -359,6 +359,9 @@ def run(config: Config) -> int:
         result.update(model_bytes(models, cfg, workdir))
         result["popcount"] = popcount_limit(result["stats"]["binary_macs"],
                                             reps=200 if cfg.quick else 20_000)  # fmt: skip
+        from benchmarks.encode_profile import profile_packed
+
+        result["profile"] = profile_packed(models["bnn"], arrays, repeats=cfg.repeats + 2)
         result["rows"] = encoder_rows(cfg, models, arrays)
         from odh_core.checkpoint import EncoderConfig
         from odh_core.encoder import Encoder
@@ -455,6 +458,10 @@ def markdown(r: dict[str, Any]) -> str:
             for path, b in j["breakdown"].items():
                 lines.append(f"| {path} | {b['decode_s']} | {b['encode_s']} | {b['write_s']} | "
                              f"{b['images_per_s']:,} |")  # fmt: skip
+    if "profile" in r:
+        from benchmarks.encode_profile import profile_markdown
+
+        lines += ["", "## Where the packed path's time goes", "", *profile_markdown(r["profile"])]
     lines += ["", "## Model bytes", "", "| form | bytes |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in by.items()]
     lines += ["", "![images/s](encode.png)", ""]

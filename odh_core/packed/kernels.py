@@ -203,12 +203,32 @@ def binary_conv(
                         base = (3 * ky + kx) * n_lanes
                         for lane in range(n_lanes):
                             patch32[base + lane] = bits[n, y0 + 1 + ky, x0 + 1 + kx, lane]
-                for oc in range(c_out):
-                    acc[oc] = 0
-                for k in range(n_words):
-                    p = patch[k]
+                # the n_words % 4 leading words set the accumulators, then four words per pass
+                # (a quarter of the accumulator loads/stores of one word per pass)
+                r = n_words % 4
+                if r == 0:
                     for oc in range(c_out):
-                        acc[oc] += popcount64(p ^ wt[k, oc])
+                        acc[oc] = 0
+                elif r == 1:
+                    p0 = patch[0]
+                    for oc in range(c_out):
+                        acc[oc] = popcount64(p0 ^ wt[0, oc])
+                elif r == 2:
+                    p0, p1 = patch[0], patch[1]
+                    for oc in range(c_out):
+                        acc[oc] = popcount64(p0 ^ wt[0, oc]) + popcount64(p1 ^ wt[1, oc])
+                else:
+                    p0, p1, p2 = patch[0], patch[1], patch[2]
+                    for oc in range(c_out):
+                        acc[oc] = (
+                            popcount64(p0 ^ wt[0, oc]) + popcount64(p1 ^ wt[1, oc])
+                        ) + popcount64(p2 ^ wt[2, oc])
+                for k in range(r, n_words, 4):
+                    p0, p1, p2, p3 = patch[k], patch[k + 1], patch[k + 2], patch[k + 3]
+                    for oc in range(c_out):
+                        acc[oc] += (popcount64(p0 ^ wt[k, oc]) + popcount64(p1 ^ wt[k + 1, oc])) + (
+                            popcount64(p2 ^ wt[k + 2, oc]) + popcount64(p3 ^ wt[k + 3, oc])
+                        )
                 for oc in range(c_out):
                     dot = n_valid - 2 * (acc[oc] - corr[cls, oc])
                     vbuf[oc] = fma32(np.float32(dot) * scale[oc], alpha[oc], bias[oc])
@@ -232,10 +252,22 @@ def binary_conv(
                         pooled[c] = pooled[c] / count
                     for oc in range(c_out):
                         short[oc] = 0
-                    for c in range(c_in):
-                        pc = pooled[c]
+                    # four input channels per pass, chained in order: the same FMA sequence
+                    # per output channel, a quarter of the accumulator loads/stores
+                    c = 0
+                    while c + 4 <= c_in:
+                        q0, q1, q2, q3 = pooled[c], pooled[c + 1], pooled[c + 2], pooled[c + 3]
                         for oc in range(c_out):
-                            short[oc] = fma32(pc, sc_w[c, oc], short[oc])
+                            t = fma32(q0, sc_w[c, oc], short[oc])
+                            t = fma32(q1, sc_w[c + 1, oc], t)
+                            t = fma32(q2, sc_w[c + 2, oc], t)
+                            short[oc] = fma32(q3, sc_w[c + 3, oc], t)
+                        c += 4
+                    while c < c_in:
+                        q0 = pooled[c]
+                        for oc in range(c_out):
+                            short[oc] = fma32(q0, sc_w[c, oc], short[oc])
+                        c += 1
                     for oc in range(c_out):
                         vbuf[oc] = vbuf[oc] + fma32(short[oc], sc_alpha[oc], sc_bias[oc])
                 if post_mode == 1:
@@ -331,12 +363,22 @@ def stem_conv_bn(
             for ox in range(w):
                 for oc in range(c_out):
                     acc[oc] = 0
+                inner = k == 3 and ox >= 1 and ox + 1 < w  # a whole row of 3 taps in the image
                 for c in range(c_in):
                     for ky in range(k):
                         iy = oy - pad + ky
+                        if iy < 0 or iy >= h:
+                            continue
+                        if inner:  # the row's three FMAs chained in order in one pass
+                            v0, v1, v2 = x[n, c, iy, ox - 1], x[n, c, iy, ox], x[n, c, iy, ox + 1]
+                            for oc in range(c_out):
+                                t = fma32(v0, wt[c, ky, 0, oc], acc[oc])
+                                t = fma32(v1, wt[c, ky, 1, oc], t)
+                                acc[oc] = fma32(v2, wt[c, ky, 2, oc], t)
+                            continue
                         for kx in range(k):
                             ix = ox - pad + kx
-                            if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                            if ix >= 0 and ix < w:
                                 v = x[n, c, iy, ix]
                                 for oc in range(c_out):
                                     acc[oc] = fma32(v, wt[c, ky, kx, oc], acc[oc])

@@ -37,6 +37,15 @@ def test_quick_run_writes_rows_and_report(tmp_path: Path) -> None:
     md = (tmp_path / "encode.md").read_text()
     assert "| packed | 8 | 1 |" in md and "Popcount limit" in md
     assert (tmp_path / "encode.png").stat().st_size > 0
+    prof = result["profile"]
+    layers = [r["layer"] for r in prof["rows"]]
+    assert layers[0].startswith("stem") and layers[-1].startswith("pool + hash head")
+    blocks = [r for r in prof["rows"] if r["layer"].startswith("block")]
+    assert len(blocks) == 6  # resnet_small's binary blocks, each split into its parts
+    for r in blocks:
+        parts = ("conv_ms", "post_ms", "shortcut_ms", "pack_next_ms", "pack_alone_ms")
+        assert all(r[k] >= 0 for k in parts) and r["conv_ms"] > 0
+    assert "Where the packed path's time goes" in md and "| block 5 (128→128" in md
 
 
 def test_breakdown_times_every_stage(tmp_path: Path) -> None:
