@@ -252,17 +252,22 @@ def binary_conv(
                         pooled[c] = pooled[c] / count
                     for oc in range(c_out):
                         short[oc] = 0
-                    # four input channels per pass, chained in order: the same FMA sequence
-                    # per output channel, a quarter of the accumulator loads/stores
+                    # eight input channels per pass, chained in order: the same FMA sequence
+                    # per output channel, an eighth of the accumulator loads/stores
                     c = 0
-                    while c + 4 <= c_in:
+                    while c + 8 <= c_in:
                         q0, q1, q2, q3 = pooled[c], pooled[c + 1], pooled[c + 2], pooled[c + 3]
+                        q4, q5, q6, q7 = pooled[c + 4], pooled[c + 5], pooled[c + 6], pooled[c + 7]
                         for oc in range(c_out):
                             t = fma32(q0, sc_w[c, oc], short[oc])
                             t = fma32(q1, sc_w[c + 1, oc], t)
                             t = fma32(q2, sc_w[c + 2, oc], t)
-                            short[oc] = fma32(q3, sc_w[c + 3, oc], t)
-                        c += 4
+                            t = fma32(q3, sc_w[c + 3, oc], t)
+                            t = fma32(q4, sc_w[c + 4, oc], t)
+                            t = fma32(q5, sc_w[c + 5, oc], t)
+                            t = fma32(q6, sc_w[c + 6, oc], t)
+                            short[oc] = fma32(q7, sc_w[c + 7, oc], t)
+                        c += 8
                     while c < c_in:
                         q0 = pooled[c]
                         for oc in range(c_out):
