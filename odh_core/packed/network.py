@@ -4,12 +4,14 @@
 form, or the float form loaded from a packed export) and keeps:
 
 * the full-precision stem, global pool and hash head as the model's own torch modules;
-* every binary block as packed sign bits + the numbers :func:`~odh_core.packed.kernels.binary_block`
+* every binary block as packed sign bits + the numbers :func:`~odh_core.packed.kernels.binary_conv`
   needs: RSign shift β, per-channel weight scale, BatchNorm folded to one FMA, the RPReLU /
   hardtanh post activation; a downsample shortcut (AvgPool + 1×1 conv + BN, full precision) stays
   the model's torch module.
 
-Activations between blocks are NHWC float32; images go through in chunks so they stay in cache.
+Between blocks travel the NHWC float32 activations (read by the shortcuts) and their sign bits,
+which the kernel that wrote the activations packs for the next block (``next_beta`` of
+:func:`~odh_core.packed.kernels.binary_conv`); images go through in chunks.
 """
 
 from __future__ import annotations
