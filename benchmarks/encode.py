@@ -259,7 +259,8 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
         result["breakdown"] = breakdown(ckpt, images[: cfg.breakdown_images], workdir)
     image_set = os.path.join(workdir, "fmnist")
     _image_set(images, image_set)
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    # a fresh local instance: never join another Ray cluster running on this machine
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         for key, inference in (("before", "float"), ("after", "packed")):
             summary = encode(image_set, ckpt, os.path.join(workdir, f"codes-{inference}"),
