@@ -246,7 +246,7 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
     """The whole encode job on ``job_images`` Fashion-MNIST images, float path then packed."""
     import ray
 
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
 
     ckpt = os.path.join(workdir, "ckpt")
@@ -263,9 +263,10 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         for key, inference in (("before", "float"), ("after", "packed")):
-            summary = encode(image_set, ckpt, os.path.join(workdir, f"codes-{inference}"),
-                             concurrency=1, num_cpus=1.0, inference=inference,
-                             progress=False)  # fmt: skip
+            config = EncodeConfig(image_set=image_set, checkpoint=ckpt,
+                                  output=os.path.join(workdir, f"codes-{inference}"),
+                                  concurrency=1, num_cpus=1.0, inference=inference)  # fmt: skip
+            summary = encode(config, progress=False)
             result[key] = {"inference": inference, **summary.to_json()}
             result[f"images_per_s_{key}"] = summary.images_per_s
     finally:
