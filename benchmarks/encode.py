@@ -259,8 +259,9 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
         result["breakdown"] = breakdown(ckpt, images[: cfg.breakdown_images], workdir)
     image_set = os.path.join(workdir, "fmnist")
     _image_set(images, image_set)
-    # a fresh local instance: never join another Ray cluster running on this machine
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    started = not ray.is_initialized()
+    if started:  # a fresh local instance: never join another Ray cluster on this machine
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         for key, inference in (("before", "float"), ("after", "packed")):
             config = EncodeConfig(image_set=image_set, checkpoint=ckpt,
@@ -270,7 +271,8 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
             result[key] = {"inference": inference, **summary.to_json()}
             result[f"images_per_s_{key}"] = summary.images_per_s
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     from indexer.codes import code_arrays, read_codes
 
     same = [code_arrays(read_codes(os.path.join(workdir, f"codes-{i}")), cfg.n_bits)

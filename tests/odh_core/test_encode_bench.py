@@ -65,6 +65,19 @@ def test_breakdown_times_every_stage(tmp_path: Path) -> None:
     assert list((tmp_path / "breakdown-packed" / "codes").glob("part-*.parquet"))
 
 
+def test_job_runs_both_paths_with_identical_codes(tmp_path: Path) -> None:
+    _fmnist_or_skip()
+    cfg = bench.Config(quick=True, output=str(tmp_path), job_images=64, breakdown_images=0,
+                       n_bits=16).effective()  # fmt: skip
+    imgs = bench._fmnist(64)
+    models = bench._models(cfg, ((imgs.astype(np.float32) / 255.0 - 0.5) / 0.5)[:, None])
+    out = bench.job(cfg, models, str(tmp_path))
+    assert out["images"] == 64 and out["codes_identical"] is True
+    for key in ("before", "after"):
+        assert out[key]["encoded"] == 64 and out[key]["rejected"] == 0
+    assert out["speedup"] == round(out["images_per_s_after"] / out["images_per_s_before"], 2)
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="batches"):
         bench.Config(batches=(0,))
