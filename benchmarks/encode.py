@@ -224,7 +224,7 @@ def breakdown(ckpt: str, images: np.ndarray, workdir: str) -> dict[str, dict[str
         actor = EncodeBatch(ckpt, torch_threads=1, inference=inference)
         enc = actor.encoder
         t0 = time.perf_counter()
-        arrays = np.stack([enc.preprocess(p) for p in pngs])
+        arrays = enc.normalise(np.stack([enc.decode(p) for p in pngs]))
         t_decode = time.perf_counter() - t0
         t0 = time.perf_counter()
         enc.encode_arrays(arrays)
@@ -246,7 +246,7 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
     """The whole encode job on ``job_images`` Fashion-MNIST images, float path then packed."""
     import ray
 
-    from indexer.encode import encode
+    from indexer.encode import EncodeConfig, encode
     from odh_core.checkpoint import EncoderConfig, save_checkpoint
 
     ckpt = os.path.join(workdir, "ckpt")
@@ -259,16 +259,20 @@ def job(cfg: Config, models: dict[str, Any], workdir: str) -> dict[str, Any]:
         result["breakdown"] = breakdown(ckpt, images[: cfg.breakdown_images], workdir)
     image_set = os.path.join(workdir, "fmnist")
     _image_set(images, image_set)
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    started = not ray.is_initialized()
+    if started:  # a fresh local instance: never join another Ray cluster on this machine
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         for key, inference in (("before", "float"), ("after", "packed")):
-            summary = encode(image_set, ckpt, os.path.join(workdir, f"codes-{inference}"),
-                             concurrency=1, num_cpus=1.0, inference=inference,
-                             progress=False)  # fmt: skip
+            config = EncodeConfig(image_set=image_set, checkpoint=ckpt,
+                                  output=os.path.join(workdir, f"codes-{inference}"),
+                                  concurrency=1, num_cpus=1.0, inference=inference)  # fmt: skip
+            summary = encode(config, progress=False)
             result[key] = {"inference": inference, **summary.to_json()}
             result[f"images_per_s_{key}"] = summary.images_per_s
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     from indexer.codes import code_arrays, read_codes
 
     same = [code_arrays(read_codes(os.path.join(workdir, f"codes-{i}")), cfg.n_bits)
@@ -359,6 +363,9 @@ def run(config: Config) -> int:
         result.update(model_bytes(models, cfg, workdir))
         result["popcount"] = popcount_limit(result["stats"]["binary_macs"],
                                             reps=200 if cfg.quick else 20_000)  # fmt: skip
+        from benchmarks.encode_profile import profile_packed
+
+        result["profile"] = profile_packed(models["bnn"], arrays, repeats=cfg.repeats + 2)
         result["rows"] = encoder_rows(cfg, models, arrays)
         from odh_core.checkpoint import EncoderConfig
         from odh_core.encoder import Encoder
@@ -455,6 +462,10 @@ def markdown(r: dict[str, Any]) -> str:
             for path, b in j["breakdown"].items():
                 lines.append(f"| {path} | {b['decode_s']} | {b['encode_s']} | {b['write_s']} | "
                              f"{b['images_per_s']:,} |")  # fmt: skip
+    if "profile" in r:
+        from benchmarks.encode_profile import profile_markdown
+
+        lines += ["", "## Where the packed path's time goes", "", *profile_markdown(r["profile"])]
     lines += ["", "## Model bytes", "", "| form | bytes |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in by.items()]
     lines += ["", "![images/s](encode.png)", ""]

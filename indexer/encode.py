@@ -131,10 +131,10 @@ class EncodeBatch:
         )
         self.width = self.encoder.n_bits // 8
 
-    def _encode_rows(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str | None]]:
-        """Encode the preprocessed rows; if the batch fails, retry row by row to isolate errors."""
+    def _encode_rows(self, arrays: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Encode the normalised rows; if the batch fails, retry row by row to isolate errors."""
         try:
-            return self.encoder.encode_arrays(np.stack(arrays)), [None] * len(arrays)
+            return self.encoder.encode_arrays(arrays), [None] * len(arrays)
         except Exception:
             codes = np.zeros((len(arrays), self.width), dtype=np.uint8)
             errors: list[str | None] = []
@@ -153,7 +153,7 @@ class EncodeBatch:
         stage: list[str | None] = ["validate" if p else None for p in problems]
         error: list[str | None] = list(problems)
         ok_rows: list[int] = []
-        arrays: list[np.ndarray] = []
+        decoded: list[np.ndarray] = []
         for row, data in enumerate(images):
             if stage[row] is not None:
                 continue
@@ -161,13 +161,13 @@ class EncodeBatch:
                 stage[row], error[row] = "decode", "ImageDecodeError: image data is empty"
                 continue
             try:
-                arrays.append(self.encoder.preprocess(data))
+                decoded.append(self.encoder.decode(data))
                 ok_rows.append(row)
             except Exception as exc:
                 stage[row], error[row] = "decode", _error_text(exc)
         codes = np.zeros((n, self.width), dtype=np.uint8)
-        if ok_rows:
-            encoded, errors = self._encode_rows(arrays)
+        if ok_rows:  # normalise the batch in one pass, not image by image
+            encoded, errors = self._encode_rows(self.encoder.normalise(np.stack(decoded)))
             for j, row in enumerate(ok_rows):
                 if errors[j] is None:
                     codes[row] = encoded[j]

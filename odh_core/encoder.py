@@ -118,16 +118,20 @@ class Encoder:
         x = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         return (x - self._mean) / self._std
 
-    def preprocess(self, data: bytes) -> np.ndarray:
-        """Decode and normalise one encoded image to ``float32[C, H, W]``."""
-        img = decode_image(
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode one encoded image to ``uint8[H, W, C]`` at the encoder's size (no normalising:
+        :meth:`normalise` a stack of them at once)."""
+        return decode_image(
             data,
             image_size=self.config.image_size,
             channels=self.config.channels,
             max_bytes=self.max_bytes,
             max_pixels=self.max_pixels,
         )
-        return self.normalise(img[None])[0]
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Decode and normalise one encoded image to ``float32[C, H, W]``."""
+        return self.normalise(self.decode(data)[None])[0]
 
     def encode_arrays(self, arrays: np.ndarray) -> np.ndarray:
         """Normalised ``float32[n, C, H, W]`` → packed codes ``uint8[n, n_bits/8]``."""

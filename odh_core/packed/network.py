@@ -4,12 +4,14 @@
 form, or the float form loaded from a packed export) and keeps:
 
 * the full-precision stem, global pool and hash head as the model's own torch modules;
-* every binary block as packed sign bits + the numbers :func:`~odh_core.packed.kernels.binary_block`
+* every binary block as packed sign bits + the numbers :func:`~odh_core.packed.kernels.binary_conv`
   needs: RSign shift β, per-channel weight scale, BatchNorm folded to one FMA, the RPReLU /
   hardtanh post activation; a downsample shortcut (AvgPool + 1×1 conv + BN, full precision) stays
   the model's torch module.
 
-Activations between blocks are NHWC float32; images go through in chunks so they stay in cache.
+Between blocks travel the NHWC float32 activations (read by the shortcuts) and their sign bits,
+which the kernel that wrote the activations packs for the next block (``next_beta`` of
+:func:`~odh_core.packed.kernels.binary_conv`); images go through in chunks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_CHUNK = 32
 _EMPTY = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
 _EMPTY4 = np.zeros((0, 0, 0, 0), dtype=np.float32)
+_NO_BITS = np.zeros((0, 0, 0, 0), dtype=np.uint32)
 
 
 class PackedUnsupportedError(ValueError):
@@ -199,13 +202,36 @@ class PackedBlock:
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         return (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
 
+    @property
+    def sign_shift(self) -> np.ndarray:
+        """The RSign shift β over all input channels (zeros when the block has none)."""
+        if self.beta.shape[0] == self.in_channels:
+            return self.beta
+        return np.zeros(self.in_channels, dtype=np.float32)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """NHWC float32 in, NHWC float32 out."""
         n, h, w, c = x.shape
         if c != self.in_channels:
             raise ValueError(f"block expects {self.in_channels} channels, got {c}")
+        bits = K.padded_bits(n, h, w, c)
+        _kernel(K.pack_signs, x, self.sign_shift, bits)
+        return self.run(x, bits, None)[0]
+
+    def run(
+        self, x: np.ndarray, bits: np.ndarray, next_beta: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """NHWC float32 ``x`` and its packed sign bits (:func:`~odh_core.packed.kernels.pack_signs`
+        layout) → (NHWC float32 output, the next block's packed bits of ``sign(out − next_beta)``,
+        or None when ``next_beta`` is None), in one pass over the output."""
+        n, h, w, c = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"block expects {self.in_channels} channels, got {c}")
         oh, ow = self.out_size(h, w)
         out = np.empty((n, oh, ow, self.out_channels), dtype=np.float32)
+        out_bits = None
+        if next_beta is not None:
+            out_bits = K.padded_bits(n, oh, ow, self.out_channels)
         sc, sc_mode = _EMPTY4, self.sc_mode
         if self.shortcut is not None and self.fp_in_kernel and self.sc_w.size:
             sc_mode = K.SHORTCUT_DOWNSAMPLE
@@ -215,12 +241,14 @@ class PackedBlock:
                 nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
                 sc = np.ascontiguousarray(self.shortcut(nchw).permute(0, 2, 3, 1).numpy())
         _kernel(
-            K.binary_block,
-            x, self.beta, self.weight_words, self.corr, self.scale, self.alpha, self.bias,
+            K.binary_conv,
+            bits, x, self.weight_words, self.corr, self.scale, self.alpha, self.bias,
             self.stride, sc_mode, sc, self.sc_w, self.sc_alpha, self.sc_bias, self.post_mode,
-            self.p_in, self.p_slope, self.p_out, out,
+            self.p_in, self.p_slope, self.p_out,
+            _EMPTY if next_beta is None else next_beta, out,
+            _NO_BITS if out_bits is None else out_bits,
         )  # fmt: skip
-        return out
+        return out, out_bits
 
     def nbytes(self) -> dict[str, int]:
         """Bytes of the packed weight words and of the full-precision per-channel arrays."""
@@ -355,18 +383,32 @@ class PackedNet:
         return net
 
     def features_nhwc(self, x: torch.Tensor) -> np.ndarray:
-        """Stem then the packed blocks: NHWC float32 features."""
+        """Stem then the packed blocks: NHWC float32 features.
+
+        Each kernel packs the next block's input sign bits while it writes its output, so no
+        block re-reads its float input to pack it (the float input is read by shortcuts only)."""
+        first = self.blocks[0].sign_shift if self.blocks else None
+        bits = None
         if self._stem_arrays is not None and self.fp_in_kernels:
             wt, alpha, bias = self._stem_arrays
             xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-            a = np.empty((xn.shape[0], xn.shape[2], xn.shape[3], wt.shape[3]), np.float32)
-            _kernel(K.stem_conv_bn, xn, wt, alpha, bias, a)
+            n, _, h, w = xn.shape
+            a = np.empty((n, h, w, wt.shape[3]), np.float32)
+            if first is not None:
+                bits = K.padded_bits(n, h, w, wt.shape[3])
+            _kernel(K.stem_conv_bn, xn, wt, alpha, bias, _EMPTY if first is None else first,
+                    a, _NO_BITS if bits is None else bits)  # fmt: skip
         else:
             with torch.inference_mode():
                 s = self.stem(x)
             a = np.ascontiguousarray(s.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
-        for block in self.blocks:
-            a = block(a)
+            if first is not None:
+                bits = K.padded_bits(*a.shape)
+                _kernel(K.pack_signs, a, first, bits)
+        for i, block in enumerate(self.blocks):
+            nxt = self.blocks[i + 1].sign_shift if i + 1 < len(self.blocks) else None
+            assert bits is not None
+            a, bits = block.run(a, bits, nxt)
         return a
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:

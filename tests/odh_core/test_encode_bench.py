@@ -37,6 +37,15 @@ def test_quick_run_writes_rows_and_report(tmp_path: Path) -> None:
     md = (tmp_path / "encode.md").read_text()
     assert "| packed | 8 | 1 |" in md and "Popcount limit" in md
     assert (tmp_path / "encode.png").stat().st_size > 0
+    prof = result["profile"]
+    layers = [r["layer"] for r in prof["rows"]]
+    assert layers[0].startswith("stem") and layers[-1].startswith("pool + hash head")
+    blocks = [r for r in prof["rows"] if r["layer"].startswith("block")]
+    assert len(blocks) == 6  # resnet_small's binary blocks, each split into its parts
+    for r in blocks:
+        parts = ("conv_ms", "post_ms", "shortcut_ms", "pack_next_ms", "pack_alone_ms")
+        assert all(r[k] >= 0 for k in parts) and r["conv_ms"] > 0
+    assert "Where the packed path's time goes" in md and "| block 5 (128→128" in md
 
 
 def test_breakdown_times_every_stage(tmp_path: Path) -> None:
@@ -54,6 +63,19 @@ def test_breakdown_times_every_stage(tmp_path: Path) -> None:
         assert stages["images"] == 20
         assert min(stages["decode_s"], stages["encode_s"], stages["write_s"]) >= 0
     assert list((tmp_path / "breakdown-packed" / "codes").glob("part-*.parquet"))
+
+
+def test_job_runs_both_paths_with_identical_codes(tmp_path: Path) -> None:
+    _fmnist_or_skip()
+    cfg = bench.Config(quick=True, output=str(tmp_path), job_images=64, breakdown_images=0,
+                       n_bits=16).effective()  # fmt: skip
+    imgs = bench._fmnist(64)
+    models = bench._models(cfg, ((imgs.astype(np.float32) / 255.0 - 0.5) / 0.5)[:, None])
+    out = bench.job(cfg, models, str(tmp_path))
+    assert out["images"] == 64 and out["codes_identical"] is True
+    for key in ("before", "after"):
+        assert out[key]["encoded"] == 64 and out[key]["rejected"] == 0
+    assert out["speedup"] == round(out["images_per_s_after"] / out["images_per_s_before"], 2)
 
 
 def test_config_validation() -> None:
