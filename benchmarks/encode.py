@@ -356,7 +356,11 @@ def run(config: Config) -> int:
         "benchmark": "encode",
         "command": _command(),
         "machine": machine_info(),
-        "settings": dataclasses.asdict(cfg),
+        # the output directory as given relative to the project, not this machine's absolute path
+        "settings": {
+            **dataclasses.asdict(cfg),
+            "output": os.path.relpath(cfg.output, os.path.dirname(os.path.dirname(RESULTS_DIR))),
+        },
         "load_average_start": round(os.getloadavg()[0], 2),
     }
     with tempfile.TemporaryDirectory(prefix="odh-bench-encode-") as workdir:
