@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,11 @@ bench-build: $(STAMP)
 bench-serve: $(STAMP)
 	$(BIN)/odh bench serve
 
-bench-encode: $(STAMP)
+bench-encode: $(STAMP) fashion-mnist
 	$(BIN)/odh bench encode
+
+bench-reliability: $(STAMP)
+	$(BIN)/odh bench reliability
 
 clean:
 	rm -rf odh-data .pytest_cache .ruff_cache
