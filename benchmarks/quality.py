@@ -28,7 +28,7 @@ from benchmarks._machine import machine_info
 from benchmarks._quality_data import load_fmnist1, upsample_uint8
 from benchmarks._quality_grid import PROTOCOL, RunSpec, grid
 from benchmarks._quality_report import backbone_stats, write_report
-from benchmarks._quality_run import encode, run_all, run_one
+from benchmarks._quality_run import encode, run_all, run_one, spec_key
 from odh_core.options import option
 
 __all__ = [
@@ -88,6 +88,11 @@ class Config:
     output: str = option(RESULTS_DIR, help="results directory")
     name: str = option("quality", help="result file stem")
     append: bool = option(False, help="add to an existing <name>.json")
+    rerun: bool = option(
+        False,
+        help="with --append, run again the runs <name>.json already holds (same configuration "
+        "and seed); by default they are skipped, so an interrupted grid resumes",
+    )
     query_per_class: int = option(100, help="query images per class")
     train_per_class: int = option(500, help="training images per class")
     limit: int | None = option(None, help="use only the first N runs of the grid")
@@ -168,6 +173,14 @@ def run(config: Config) -> int:
         with open(path) as fh:
             doc = json.load(fh)
         doc.setdefault("machines", [])
+    if args.append and not args.rerun:
+        done = {(r.get("config_key"), r.get("seed"), r.get("variant")) for r in doc["runs"]}
+        todo = [s for s in specs if (spec_key(s, args), s.seed, s.variant) not in done]
+        if len(todo) < len(specs):
+            logger.info(
+                "%d of %d runs already in %s: skipped", len(specs) - len(todo), len(specs), path
+            )
+        specs = todo
     doc["machines"].append({**machine_info(), "device": args.device_name})
     doc["backbones"] = backbone_stats()
     for rec in run_all(specs, args):

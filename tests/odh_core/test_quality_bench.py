@@ -72,9 +72,15 @@ def test_quality_smoke_without_ray(tmp_path: Path) -> None:
         assert run["metrics"]["map_all_tie_aware"] >= chance + 0.2, (run["label"], chance)
     md = (out / "quality.md").read_text()
     assert "ODH-BNN ≥ CSQ-BNN + 0.02" in md and "resnet18" in md
-    # --append adds to the same file (one more run)
+    # --append resumes: the runs the file holds (same configuration and seed) are skipped ...
+    res = subprocess.run([*cmd, "--append"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 of 2 runs already in" in res.stderr
+    assert len(json.loads((out / "quality.json").read_text())["runs"]) == 2
+    # ... unless --rerun asks for them again (one more run)
     res = subprocess.run(
-        [*cmd, "--append", "--limit", "1"], cwd=REPO, capture_output=True, text=True, timeout=240
-    )
+        [*cmd, "--append", "--rerun", "--limit", "1"], cwd=REPO, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(json.loads((out / "quality.json").read_text())["runs"]) == 3
