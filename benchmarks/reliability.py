@@ -260,10 +260,9 @@ def run(config: Config) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     import httpx
 
+    from benchmarks._synthetic_index import build_code_index
     from benchmarks.serve import make_codes
     from cluster.runtime import RuntimeConfig, ray_runtime
-    from indexer.build import build
-    from indexer.codes import write_code_set
     from serving.app import start_server, stop_server
     from serving.config import ServeConfig
 
@@ -280,12 +279,9 @@ def run(config: Config) -> int:
     }
     try:
         with ray_runtime(RuntimeConfig()):
-            codes_dir = write_code_set(
-                str(work / "codes"), np.arange(len(db), dtype=np.int64), db, config.bits,
-                splits=["database"] * len(db), encode_info={"checkpoint": None},
-            )  # fmt: skip
-            index_dir = str(work / "index")
-            build(codes_dir, index_dir, n_shards=config.shards, nlist=config.nlist, seed=0)
+            index_dir = build_code_index(
+                work, db, config.bits, n_shards=config.shards, nlist=config.nlist, seed=0
+            )
             serve_cfg = ServeConfig(
                 index=index_dir,
                 groups=config.groups,

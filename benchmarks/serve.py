@@ -125,19 +125,14 @@ def _build_index(args: argparse.Namespace, db: np.ndarray, work: Path) -> tuple[
     """Write the codes and build the sharded index on a short-lived embedded Ray."""
     import ray
 
-    from indexer.build import build
-    from indexer.codes import write_code_set
+    from benchmarks._synthetic_index import build_code_index
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        codes_dir = write_code_set(
-            str(work / "codes"), np.arange(len(db), dtype=np.int64), db, args.bits,
-            splits=["database"] * len(db), encode_info={"checkpoint": None},
-            rows_per_part=250_000,
-        )  # fmt: skip
-        index_dir = str(work / "index")
         t0 = time.perf_counter()
-        build(codes_dir, index_dir, n_shards=args.shards, nlist=args.nlist, seed=args.seed)
+        index_dir = build_code_index(
+            work, db, args.bits, n_shards=args.shards, nlist=args.nlist, seed=args.seed
+        )
         return index_dir, time.perf_counter() - t0
     finally:
         ray.shutdown()
