@@ -52,10 +52,10 @@ logger = logging.getLogger("odh.bench.quality")
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
-# The methods grid on 2 CPU cores: warm-up 1, stage 1 1, stage 2 0 epochs — the schedule that
+# The methods grid on 2 CPU cores: warm-up 1, stage 1 2, stage 2 2 epochs — the schedule that
 # fits the whole grid (9 methods × {BNN, FP} × {64, 32} bits × 3 seeds = 108 runs, each also
 # encoding the 70,000 query + database images) into about three hours (docs/method.md).
-CPU_METHODS_EPOCHS = "1,1,0"
+CPU_METHODS_EPOCHS = "1,2,2"
 
 
 @dataclass(frozen=True)
