@@ -283,8 +283,9 @@ class Ingress(ImageSetSource, QueryRouter):
                 "X-ODH-Hops": str(trace.hops),
                 "Server-Timing": ", ".join([*timing, f"total;dur={total_ms:.3f}"]),
             }
-        # The validated model, serialised once by pydantic (FastAPI would validate it again).
-        return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
+        # Serialised straight from the merged arrays (``SearchHits.to_json``, the shape
+        # ``SearchResponse`` declares); FastAPI would validate a model per hit again.
+        return Response(answer.to_json(), media_type="application/json", headers=headers)
 
     def _admit(self, request: SearchRequest) -> int:
         """Pixel and cost checks before any work starts; returns the cost reserved in the gate

@@ -6,9 +6,7 @@ concatenates the blocks, drops the padding, orders each row by ``(distance, id)`
 space are the rule, so the id breaks them deterministically — and keeps the first ``k``. Rows with
 fewer than ``k`` real neighbours are padded at the end with id ``-1`` and distance ``PAD_DISTANCE``.
 
-``search_response`` is the ingress side of it: the merged top-k of the group answers that came
-back, the radius filter, and the ``key``/``label`` of every hit from the group that found it, as
-one validated ``SearchResponse``.
+``serving.response.search_hits`` is the ingress side of it (the answer of a request).
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from serving.schemas import SearchResponse
 
 logger = logging.getLogger(__name__)
 
@@ -100,55 +96,3 @@ def stale_answers(answers: dict[int, Any], generation: int, digest: str | None) 
                 f"(digest {str(got_digest)[:12]}…, serving {digest[:12]}…)"
             )
     return out
-
-
-def _flat(values: Any) -> list[Any]:
-    """Row-major Python list of a flat Arrow array or of nested ``[nq][k]`` lists."""
-    if hasattr(values, "to_pylist"):
-        return values.to_pylist()
-    return [v for row in values for v in row]
-
-
-def search_response(
-    answers: Sequence[Any],
-    k: int,
-    *,
-    max_distance: int | None,
-    missing: Sequence[int],
-    n_bits: int,
-    generation: int,
-) -> SearchResponse:
-    """Merge the ``GroupHits`` of the groups that answered into the API answer.
-
-    Args:
-        answers: one ``serving.searcher.GroupHits`` per answering group (any order).
-        k: hits per query; max_distance: keep only hits at Hamming distance ``<=`` this.
-        missing: groups that did not answer (→ ``partial``); n_bits, generation: of the index.
-    """
-    dist, ids = merge_topk([a.distances for a in answers], [a.ids for a in answers], k)
-    if max_distance is not None:
-        ids = np.where(dist <= max_distance, ids, -1)
-    # key/label of each hit come from the group that found it.
-    attach: dict[int, tuple[str | None, list[int] | None]] = {}
-    for a in answers:
-        flat_ids = np.asarray(a.ids).reshape(-1).tolist()
-        for hid, key, label in zip(flat_ids, _flat(a.keys), _flat(a.labels), strict=True):
-            if hid >= 0:
-                attach[hid] = (key, label)
-    results = [
-        [
-            {"id": i, "distance": d, "key": attach[i][0], "label": attach[i][1]}
-            for d, i in zip(row_d, row_i, strict=True)
-            if i >= 0
-        ]
-        for row_d, row_i in zip(dist.tolist(), ids.tolist(), strict=True)
-    ]
-    return SearchResponse.model_validate(
-        {
-            "results": results,
-            "partial": bool(missing),
-            "missing_groups": list(missing),
-            "n_bits": n_bits,
-            "generation": generation,
-        }
-    )

@@ -29,14 +29,14 @@ import numpy as np
 
 from serving.errors import SearchFailure
 from serving.fanout import FanOut, call_once
-from serving.merge import search_response, stale_answers
+from serving.merge import stale_answers
 from serving.metrics import NullMetrics
 from serving.reload import ServedIndex, reload_index, served_from_info
+from serving.response import SearchHits, search_hits
 from serving.schemas import (
     GroupStats,
     ReloadResponse,
     SearchRequest,
-    SearchResponse,
     StatsResponse,
 )
 
@@ -165,7 +165,7 @@ class QueryRouter:
             raise SearchFailure(404, f"unknown id: {', '.join(unknown)}", "unknown_id")
         return codes
 
-    async def run_search(self, request: SearchRequest) -> SearchResponse:
+    async def run_search(self, request: SearchRequest) -> SearchHits:
         """Hamming top-k for images, codes or ids (``SearchFailure`` on bad input)."""
         self._maybe_follow_reloads()
         served = self.served  # one generation for the whole request, even across a reload
@@ -197,7 +197,7 @@ class QueryRouter:
             if stale:
                 detail += f" ({'; '.join(stale.values())})"
             raise SearchFailure(503, detail, "timeout" if out.timed_out else "internal")
-        response = search_response(
+        response = search_hits(
             [answers[g] for g in sorted(answers)],
             request.k,
             max_distance=request.max_distance,
