@@ -109,8 +109,7 @@ def _curve_key(r: dict[str, Any]) -> tuple[Any, ...]:
 def _figure_key(r: dict[str, Any]) -> str:
     epochs = "-".join(str(e) for e in r.get("epochs_detail", ())) or str(r["epochs"])
     return "-".join(
-        _slug(v)
-        for v in (r["backbone"], r["layer"], f"{r['n_bits']}bits", f"e{epochs}", r["device"])
+        _slug(v) for v in (r["backbone"], f"{r['n_bits']}bits", f"e{epochs}", r["device"])
     )
 
 
@@ -128,8 +127,9 @@ def mean_curves(curves: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def curve_figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{figure: {curve label: seed-averaged curves}}``: a figure per backbone × layer × K ×
-    schedule × device, a curve per full run configuration — no run replaces another's curve."""
+    """``{figure: {curve label: seed-averaged curves}}``: a figure per backbone × K × schedule ×
+    device (BNN layers and full-precision twins side by side), a curve per full run
+    configuration — no run replaces another's curve."""
     by_config: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in runs:
         if r.get("curves"):
@@ -138,11 +138,11 @@ def curve_figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     labels_seen: dict[tuple[str, str], int] = {}
     for rs in by_config.values():
         fig = _figure_key(rs[0])
-        base = f"{rs[0]['label']} {rs[0].get('variant', 'default')}"
+        base = f"{rs[0]['label']} {rs[0].get('variant', 'default')} {rs[0]['layer']}"
         labels_seen[(fig, base)] = labels_seen.get((fig, base), 0) + 1
     for key, rs in sorted(by_config.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         fig = _figure_key(rs[0])
-        label = f"{rs[0]['label']} {rs[0].get('variant', 'default')}"
+        label = f"{rs[0]['label']} {rs[0].get('variant', 'default')} {rs[0]['layer']}"
         if labels_seen[(fig, label)] > 1:  # same label, other configuration: tell them apart
             digest = hashlib.sha256(str(key).encode()).hexdigest()[:6]
             label = f"{label} [{digest}]"
@@ -222,8 +222,8 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     if written:
         lines += [
             "",
-            "Plots: one figure per backbone × layer × K × schedule × device, one curve per full "
-            "run configuration (method, variant and, where runs of one label differ in another "
+            "Plots: one figure per backbone × K × schedule × device, one curve per full run "
+            "configuration (method, variant, layer and, where runs of one label differ in another "
             "field, a digest of their `config_key`), averaged over its seeds (the legend gives "
             "the count): " + ", ".join(f"`{os.path.basename(p)}`" for p in written),
         ]
