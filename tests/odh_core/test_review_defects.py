@@ -205,6 +205,13 @@ def test_run_records_carry_split_seeds_and_centres(ray_local: None, tmp_path: Pa
         assert rec["determinism"]["num_threads"] == cfg.num_threads
         assert rec["determinism"]["deterministic_algorithms"] is True
     assert summary["seed"] == 3 and summary["image_set"] == str(image_set)
+    # seeded: the Ray Train worker's weights equal an in-process fit's, bit for bit
+    from indexer.training import load_train_split
+    from odh_core.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(str(out / "checkpoint"))
+    direct = fit(*load_train_split(str(image_set)), cfg, LoopContext())
+    assert _digest(model.state_dict()) == _digest(direct.state_dict)
 
 
 # ---------------------------------------------------------------- 9: reproducible CPU training
