@@ -58,8 +58,8 @@ def test_quality_smoke_without_ray(tmp_path: Path) -> None:
     assert rec["data_split"] == {"protocol": "fmnist-1", "seed": 0}
     assert rec["val_split"]["seed"] == rec["seed"] and rec["val_split"]["fraction"] == 0.1
     assert rec["determinism"]["num_threads"] == 1
-    csq = doc["runs"][1]["centres"]  # 4 classes ≤ 2K: rows of H_64, pairwise distance K/2
-    assert csq == {"kind": "hadamard", "min_distance": 32, "mean_distance": 32.0}
+    csq, k = doc["runs"][1]["centres"], doc["runs"][1]["n_bits"]  # 4 classes ≤ 2K: rows of H_K
+    assert csq == {"kind": "hadamard", "min_distance": k // 2, "mean_distance": k / 2}
     assert set(rec["metrics"]) == {
         "map_all_tie_aware", "map_all_shuffled", "map_1000_tie_aware", "map_100_tie_aware", "p_h2"
     }  # fmt: skip
