@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import statistics
 import tempfile
 from typing import Any
@@ -85,6 +87,71 @@ def _targets(runs: list[dict[str, Any]], setting: str) -> list[str]:
     return lines
 
 
+def _slug(value: object) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-") or "x"
+
+
+def _curve_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """The full run configuration of a record, seed excluded (runs of one key are averaged)."""
+    return (
+        r["method"],
+        r["label"],
+        r.get("variant", "default"),
+        r["backbone"],
+        r["layer"],
+        r["n_bits"],
+        tuple(r.get("epochs_detail", ())) or r["epochs"],
+        r["device"],
+        r.get("config_key", ""),
+    )
+
+
+def _figure_key(r: dict[str, Any]) -> str:
+    epochs = "-".join(str(e) for e in r.get("epochs_detail", ())) or str(r["epochs"])
+    return "-".join(
+        _slug(v) for v in (r["backbone"], f"{r['n_bits']}bits", f"e{epochs}", r["device"])
+    )
+
+
+def mean_curves(curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """The element-wise mean of ``precision_recall_curves`` results over seeds."""
+    first = curves[0]
+    for c in curves[1:]:
+        if c["radius"] != first["radius"] or c["top_n"] != first["top_n"]:
+            raise ValueError("curves of one configuration must share radius and top_n")
+    out: dict[str, Any] = {"radius": list(first["radius"]), "top_n": list(first["top_n"])}
+    for field in ("precision", "recall", "precision_at_n"):
+        columns = zip(*(c[field] for c in curves), strict=True)
+        out[field] = [statistics.fmean(vals) for vals in columns]
+    return out
+
+
+def curve_figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{figure: {curve label: seed-averaged curves}}``: a figure per backbone × K × schedule ×
+    device (BNN layers and full-precision twins side by side), a curve per full run
+    configuration — no run replaces another's curve."""
+    by_config: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r.get("curves"):
+            by_config.setdefault(_curve_key(r), []).append(r)
+    figures: dict[str, dict[str, dict[str, Any]]] = {}
+    labels_seen: dict[tuple[str, str], int] = {}
+    for rs in by_config.values():
+        fig = _figure_key(rs[0])
+        base = f"{rs[0]['label']} {rs[0].get('variant', 'default')} {rs[0]['layer']}"
+        labels_seen[(fig, base)] = labels_seen.get((fig, base), 0) + 1
+    for key, rs in sorted(by_config.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        fig = _figure_key(rs[0])
+        label = f"{rs[0]['label']} {rs[0].get('variant', 'default')} {rs[0]['layer']}"
+        if labels_seen[(fig, label)] > 1:  # same label, other configuration: tell them apart
+            digest = hashlib.sha256(str(key).encode()).hexdigest()[:6]
+            label = f"{label} [{digest}]"
+        seeds = sorted({int(r["seed"]) for r in rs})
+        label += f" ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
+        figures.setdefault(fig, {})[label] = mean_curves([r["curves"] for r in rs])
+    return figures
+
+
 def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     """``<name>.md`` (+ PR / P@N PNGs when PIL is available) from the collected runs."""
     runs = doc["runs"]
@@ -149,22 +216,16 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     written = []
     from benchmarks.plots import pr_and_precision_at_n
 
-    plot_groups: dict[str, dict[str, Any]] = {}
-    for r in runs:
-        if r["seed"] != 0 or r["variant"] != "default":
-            continue
-        # one figure per setting; each curve is one full run configuration (config_key)
-        setting = f"{r['backbone']}-{r['layer']}-{r['n_bits']}bits"
-        plot_groups.setdefault(setting, {})[r["label"]] = r["curves"]
-    for setting, curves in sorted(plot_groups.items()):
-        if setting.endswith("-64bits") or len(plot_groups) <= 4:
-            written += pr_and_precision_at_n(curves, os.path.join(out_dir, f"{name}-{setting}"))
+    figures = curve_figures(runs)
+    for setting, curves in sorted(figures.items()):
+        written += pr_and_precision_at_n(curves, os.path.join(out_dir, f"{name}-{setting}"))
     if written:
         lines += [
             "",
-            "Plots (seed 0; one figure per backbone × layer × K, one curve per method; the full "
-            "configuration of each curve is the `config_key` of its seed-0 run in the JSON): "
-            + ", ".join(f"`{os.path.basename(p)}`" for p in written),
+            "Plots: one figure per backbone × K × schedule × device, one curve per full run "
+            "configuration (method, variant, layer and, where runs of one label differ in another "
+            "field, a digest of their `config_key`), averaged over its seeds (the legend gives "
+            "the count): " + ", ".join(f"`{os.path.basename(p)}`" for p in written),
         ]
     md = os.path.join(out_dir, f"{name}.md")
     with open(md, "w") as fh:

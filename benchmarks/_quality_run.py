@@ -102,6 +102,7 @@ def _train(
             "best_val_map": result.best_val_map,
             "best_epoch": result.best_epoch,
             "method_info": result.method_info,
+            "determinism": result.determinism,
         }
         mean, std = result.mean, result.std
     else:
@@ -123,6 +124,7 @@ def _train(
             "best_val_map": prov.get("best_val_map_all_tie_aware"),
             "best_epoch": prov.get("best_epoch"),
             "method_info": prov.get("method_info", {}),
+            "determinism": prov.get("determinism", {}),
         }
         mean, std = enc_cfg.mean, enc_cfg.std
     model = model.to(args.device).eval()
@@ -210,6 +212,12 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
         "n_bits": spec.n_bits,
         "protocol": PROTOCOL,
         "seed": spec.seed,
+        # the fmnist-1 query / train / database split and the train / validation split
+        "data_split": {"protocol": PROTOCOL, "seed": data.get("split_seed", 0)},
+        "val_split": {"seed": cfg.seed, "fraction": cfg.val_fraction, "db_max": cfg.val_db_max},
+        # fixed centres (CSQ, SHC, ODH with hadamard centres): kind, min and mean distance
+        "centres": info["method_info"].get("centres"),
+        "determinism": info.pop("determinism", {}),
         "epochs": cfg.n_epochs,
         "epochs_detail": list(args.epochs),
         "mode": cfg.mode,
@@ -255,9 +263,14 @@ def _init_worker(args: argparse.Namespace) -> None:
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    split_seed = int(getattr(args, "split_seed", 0))
     data: dict[str, Any] = load_fmnist1(
-        args.source, query_per_class=args.query_per_class, train_per_class=args.train_per_class
+        args.source,
+        seed=split_seed,
+        query_per_class=args.query_per_class,
+        train_per_class=args.train_per_class,
     )
+    data["split_seed"] = split_seed
     x, y = data["train"]
     if args.size != 28:
         x = upsample_uint8(x, args.size, args.channels, args.device)

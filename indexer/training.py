@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
     from indexer.imageset import DatasetInfo
 
-__all__ = ["TrainJobConfig", "load_train_split", "train_encoder", "train_splits"]
+__all__ = [
+    "TrainJobConfig",
+    "data_split_record",
+    "load_train_split",
+    "train_encoder",
+    "train_splits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,4 +103,13 @@ def train_encoder(
         resume=run.resume,
         max_failures=run.max_failures,
         label_distance=info.label_distances() if labels is not None else None,
+        provenance={"image_set": image_set, "data_split": data_split_record(info)},
     )
+
+
+def data_split_record(info: DatasetInfo) -> dict[str, Any]:
+    """The image set's query / train / database split (its protocol and the split's seed)."""
+    proto = info.protocol
+    if proto is None:
+        return {"protocol": None, "seed": None, "train_splits": ["train"]}
+    return {"protocol": proto.name, "seed": proto.seed, "train_splits": list(proto.train_splits)}

@@ -99,7 +99,7 @@ class TrainConfig:
     num_threads: int = option(1, help="torch threads per worker", flag="--threads")
     mode: str = option(
         "spec",
-        help="faithful: the reference code's quirks (weight-only XNOR, pre-split stage-2 pools)",
+        help="faithful: layer xnor is built as the reference code's weight-only XNOR",
         choices=list_modes,
     )
     fail_at_epoch: int = option(

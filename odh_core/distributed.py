@@ -50,9 +50,16 @@ def _encoder_config(cfg: TrainConfig, result: Any, extra: dict[str, Any]) -> Any
             "best_val_map_all_tie_aware": result.best_val_map,
             "history": result.history,
             "resumed_from_global_epoch": result.resumed_from,
+            "val_split": val_split_record(cfg),
+            "determinism": result.determinism,
             **extra,
         },
     )
+
+
+def val_split_record(cfg: TrainConfig) -> dict[str, Any]:
+    """How the training images were split into train / validation (``data.split_indices``)."""
+    return {"seed": cfg.seed, "fraction": cfg.val_fraction, "db_max": cfg.val_db_max}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -139,9 +146,8 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank != 0:
         ray.train.report(final)
         return
-    enc_cfg = _encoder_config(
-        cfg, result, {"workers": world, "train_wall_s": wall, "n_train_images": len(images)}
-    )
+    extra = {"workers": world, "train_wall_s": wall, "n_train_images": len(images)}
+    enc_cfg = _encoder_config(cfg, result, {**loop_config.get("provenance", {}), **extra})
     model = create_encoder(
         cfg.model,
         n_bits=cfg.n_bits,
@@ -181,9 +187,12 @@ def run_ray_training(
     resume: bool = False,
     max_failures: int = 2,
     label_distance: np.ndarray | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> str:
     """Run the training in a Ray Train ``TorchTrainer``; returns ``<output_dir>/checkpoint``.
 
+    ``provenance`` (JSON values, e.g. the image set and its ``data_split`` seed) is recorded in
+    the checkpoint's ``config.json`` provenance and in ``train_result.json``.
     ``resume=True`` reuses the run name recorded in ``<output_dir>/ray_train/LATEST_RUN``, so Ray
     Train restores that run's checkpoint manager and the workers continue from its latest epoch.
     """
@@ -210,6 +219,7 @@ def run_ray_training(
             "label_distance": label_distance,
             "storage_dir": storage,
             "progress_queue": relay.queue,
+            "provenance": dict(provenance or {}),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -233,8 +243,14 @@ def run_ray_training(
         model, enc_cfg = load_checkpoint(ckpt_dir)
     target = os.path.join(out, "checkpoint")
     save_checkpoint(model, enc_cfg, target)
+    prov = enc_cfg.provenance
     summary = {
         "run_name": name,
+        "seed": config.seed,
+        "val_split": prov.get("val_split", val_split_record(config)),
+        **{k: prov[k] for k in sorted(provenance or {}) if k in prov},
+        "method_info": prov.get("method_info", {}),
+        "determinism": prov.get("determinism", {}),
         "metrics": _scalars(dict(result.metrics or {})),
         "history": enc_cfg.provenance.get("history", []),
         "resumed_from_global_epoch": enc_cfg.provenance.get("resumed_from_global_epoch"),

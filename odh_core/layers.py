@@ -24,6 +24,9 @@ class LayerConfig:
     learnable_shift: bool  # RSign: sign(x − β), β per channel
     post_act: str  # rprelu | hardtanh | identity
     head_bn: bool  # BatchNorm1d(K) after the hash projection
+    bn_act: str = (
+        "identity"  # after every BatchNorm of the binary body (and stem): hardtanh | identity
+    )
 
 
 LAYER_CONFIGS: dict[str, LayerConfig] = {
@@ -31,8 +34,12 @@ LAYER_CONFIGS: dict[str, LayerConfig] = {
     "bireal": LayerConfig("bireal", "approx", "scaled", False, "identity", False),
     "reactnet": LayerConfig("reactnet", "approx", "scaled", True, "rprelu", True),
     "irnet": LayerConfig("irnet", "ede", "irnet", False, "hardtanh", False),
-    # the reference code's "XNOR": binary weights, REAL activations (mode="faithful" only)
-    "xnor_weight_only": LayerConfig("xnor_weight_only", "none", "xnor", False, "identity", False),
+    # the reference code's "XNOR": binary weights, REAL activations (mode="faithful" only), with
+    # the reference's Hardtanh after each BatchNorm and after the residual add (without them the
+    # network would be an affine function of its input)
+    "xnor_weight_only": LayerConfig(
+        "xnor_weight_only", "none", "xnor", False, "hardtanh", False, bn_act="hardtanh"
+    ),
 }
 
 
@@ -148,12 +155,14 @@ class BasicBlock(nn.Module):
                 in_ch, out_ch, 3, stride=stride, padding=1, bias=False, cfg=cfg
             )
             self.post = _post_activation(cfg.post_act, out_ch)
+            self.bn_act: nn.Module = _post_activation(cfg.bn_act, out_ch)
         else:
             self.act_in = nn.Identity()
             self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
             self.post = nn.PReLU(out_ch) if cfg.post_act == "rprelu" else nn.ReLU()
+            self.bn_act = nn.Identity()
         self.bn = nn.BatchNorm2d(out_ch)
         self.shortcut = downsample_shortcut(in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(self.bn(self.conv(self.act_in(x))) + self.shortcut(x))
+        return self.post(self.bn_act(self.bn(self.conv(self.act_in(x)))) + self.shortcut(x))

@@ -144,7 +144,10 @@ def _split_level_ap(
 
 def _shuffled_ap(dist: np.ndarray, rel: np.ndarray, ks: list[int | None]) -> list[np.ndarray]:
     """AP@k for a fixed order: stable sort by distance of an already shuffled database."""
-    order = np.argsort(dist.astype(np.uint8), axis=1, kind="stable")
+    # uint16 keeps numpy's radix sort for the stable sort and holds every distance 0…K of any
+    # code length in use (a uint8 cast wrapped them at K ≥ 256 bits)
+    keys = dist.astype(np.uint16) if int(dist.max(initial=0)) <= 0xFFFF else dist
+    order = np.argsort(keys, axis=1, kind="stable")
     rel_sorted = np.take_along_axis(rel, order, axis=1)
     cum = np.cumsum(rel_sorted, axis=1, dtype=np.int64)
     pos = np.arange(1, rel.shape[1] + 1, dtype=np.float64)

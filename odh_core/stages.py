@@ -33,6 +33,7 @@ from odh_core.data import (
     shuffled_batches,
     split_indices,
 )
+from odh_core.determinism import determinism_info, deterministic_torch
 from odh_core.layers import get_layer_config, set_ede_progress
 from odh_core.losses import classification_loss
 from odh_core.methods.base import HashMethod, MethodSetup, StepInput
@@ -86,6 +87,7 @@ class FitResult:
     history: list[dict[str, Any]]
     resumed_from: int | None = None  # global epoch of the state the run resumed from
     method_info: dict[str, Any] = field(default_factory=dict)  # what the method reports
+    determinism: dict[str, Any] = field(default_factory=dict)  # threads, kernels (for records)
 
 
 @dataclass
@@ -251,17 +253,9 @@ def _split_data(
         ).to(ctx.device)
         db_idx = np.random.default_rng(cfg.seed).permutation(len(full))[: cfg.val_db_max]
         db = full.subset(np.sort(db_idx)).to(ctx.device)
-    pool_data = train
-    if cfg.mode == "faithful" and len(va_idx) > 0:
-        # reference quirk: class pools over all images, built before the split
-        everything = dataclasses.replace(
-            TrainData.from_arrays(images, targets), mean=full.mean, std=full.std
-        )
-        per_rank_all = len(everything) // ctx.world_size
-        pool_data = everything.subset(
-            np.arange(ctx.rank, per_rank_all * ctx.world_size, ctx.world_size)
-        ).to(ctx.device)
-    return full, train, val, db, pool_data
+    # the stage-2 class pools hold this rank's training rows only, in every mode: the
+    # validation rows select the checkpoint, so they must never be trained on
+    return full, train, val, db, train
 
 
 def fit(
@@ -276,10 +270,26 @@ def fit(
     epoch's when there is no validation: an unlabelled set or ``val_fraction`` 0).
 
     ``labels`` may be None for a method that needs none; ``label_distance`` (``[C, C]`` in
-    [0, 1], from a class hierarchy) is offered to the method."""
+    [0, 1], from a class hierarchy) is offered to the method. Runs with ``cfg.num_threads``
+    torch threads and deterministic algorithms on CPU (restored afterwards): the same seed,
+    data, code, thread count and CPU kernels give bit-identical weights
+    (:mod:`odh_core.determinism`, recorded in ``FitResult.determinism``)."""
+    with deterministic_torch(cfg.num_threads, ctx.device.type):
+        result = _fit(images, labels, cfg, ctx, label_distance=label_distance)
+        result.determinism = determinism_info()
+    return result
+
+
+def _fit(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: TrainConfig,
+    ctx: LoopContext,
+    *,
+    label_distance: np.ndarray | None = None,
+) -> FitResult:
     method: HashMethod = cfg.create_method()
     check_method_labels(cfg.method, method.needs_labels, labels is not None)
-    torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed + ctx.rank)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -4,6 +4,7 @@ in :mod:`odh_core.config` (re-exported here)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,7 @@ def train_encoder(
     resume: bool = _RUN.resume,
     max_failures: int = _RUN.max_failures,
     label_distance: np.ndarray | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> str:
     """Train an encoder with Ray Train (``TorchTrainer``, DDP when workers > 1).
 
@@ -64,7 +66,8 @@ def train_encoder(
     continues the latest run recorded under ``output_dir``. Writes the best checkpoint (selected
     on validation tie-aware mAP) to ``<output_dir>/checkpoint`` and returns that path.
     ``labels`` None (an unlabelled set) is refused, before any work, by a method that needs
-    labels; ``label_distance`` (``[C, C]`` in [0, 1]) comes from a class hierarchy.
+    labels; ``label_distance`` (``[C, C]`` in [0, 1]) comes from a class hierarchy;
+    ``provenance`` (JSON values, e.g. the image set's ``data_split``) goes into the records.
     """
     from odh_core.distributed import run_ray_training
 
@@ -85,4 +88,5 @@ def train_encoder(
         resume=resume,
         max_failures=max_failures,
         label_distance=label_distance,
+        provenance=provenance,
     )

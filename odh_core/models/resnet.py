@@ -48,6 +48,8 @@ class HashResNet(nn.Module):
             ]
         if not binary:
             stem.append(nn.ReLU())
+        elif cfg.bn_act == "hardtanh":
+            stem.append(nn.Hardtanh())  # the reference's Hardtanh after each BatchNorm
         if large_stem:
             stem.append(nn.MaxPool2d(3, stride=2, padding=1))
         self.stem = nn.Sequential(*stem)

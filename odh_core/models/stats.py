@@ -29,15 +29,28 @@ def packed_form_bytes(model: nn.Module) -> dict[str, int] | None:
         model.train(was_training)
 
 
+def _mac_kind(mod: nn.Module) -> str:
+    """``binary`` for a conv with 1-bit weights AND 1-bit activations (XNOR/popcount);
+    ``binary_weight_only`` for 1-bit weights on real activations (``xnor_weight_only``: its
+    MACs are real multiply-accumulates, never XNOR/popcount); ``fp`` otherwise."""
+    if not isinstance(mod, BinaryConv2d):
+        return "fp"
+    return "binary_weight_only" if mod.cfg.act_backward == "none" else "binary"
+
+
 def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict[str, Any]:
     """Parameters, MACs (binary / total) per input and bytes per form.
+
+    ``binary_macs`` counts only convolutions whose weights and activations are both 1-bit
+    (the XNOR/popcount work); the ``xnor_weight_only`` layer's convolutions (binary weights, real
+    activations) count in ``binary_weight_only_macs`` and not in ``binary_mac_fraction``.
 
     ``fp32_bytes``: all parameters as float32; ``packed_bytes``: the real bytes of the bit-packed
     inference form (``packed_form_bytes(...)["total"]``; for a full-precision model its float32
     inference tensors), with the breakdown in ``packed_binary_bytes`` / ``packed_fp_bytes`` /
     ``packed_corr_bytes``.
     """
-    macs = {"binary": 0, "fp": 0}
+    macs = {"binary": 0, "fp": 0, "binary_weight_only": 0}
     hooks = []
 
     def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -46,7 +59,7 @@ def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict
             n = out[0].numel() * per_out
         else:
             n = mod.weight.numel()
-        macs["binary" if isinstance(mod, BinaryConv2d) else "fp"] += int(n)
+        macs[_mac_kind(mod)] += int(n)
 
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d | nn.Linear):
@@ -62,7 +75,7 @@ def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict
         model.train(was_training)
     binary_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
     total_params = sum(p.numel() for p in model.parameters())
-    total_macs = macs["binary"] + macs["fp"]
+    total_macs = macs["binary"] + macs["fp"] + macs["binary_weight_only"]
     form = packed_form_bytes(model)
     if form is None:
         skip = ("classifier.", "classifier_bn.")
@@ -78,6 +91,7 @@ def model_stats(model: nn.Module, input_size: int, in_channels: int = 1) -> dict
         "macs": int(total_macs),
         "binary_macs": int(macs["binary"]),
         "binary_mac_fraction": macs["binary"] / total_macs if total_macs else 0.0,
+        "binary_weight_only_macs": int(macs["binary_weight_only"]),
         "fp32_bytes": int(total_params * 4),
         "packed_bytes": int(form["total"]),
         "packed_binary_bytes": int(form["binary"]),

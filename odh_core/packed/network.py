@@ -139,6 +139,8 @@ class PackedBlock:
         act = block.act_in
         if not isinstance(act, BinaryActivation) or act.cfg.act_backward == "none":
             raise PackedUnsupportedError("block activations are not binarised")
+        if not isinstance(getattr(block, "bn_act", nn.Identity()), nn.Identity):
+            raise PackedUnsupportedError("an activation after the block's BatchNorm")
         signs, scale = binary_weight_signs(block.conv)
         out_ch, in_ch = signs.shape[:2]
         stride = int(block.conv.stride[0])

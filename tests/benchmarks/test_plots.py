@@ -54,3 +54,58 @@ def test_latency_bars(tmp_path: Path) -> None:
         assert img.format == "PNG" and img.size == (900, 480)
     with pytest.raises(ValueError, match="empty"):
         latency_bars([], str(tmp_path / "none.png"))
+
+
+def _record(curves: dict, seed: int, **over: object) -> dict:
+    rec = {
+        "method": "odh", "label": "ODH-BNN", "variant": "default", "backbone": "resnet_small",
+        "layer": "reactnet", "n_bits": 16, "epochs": 25, "epochs_detail": [3, 12, 10],
+        "device": "NVIDIA H100 80GB HBM3", "seed": seed, "wall_s": 1.0, "command": "x",
+        "config_key": '{"batch_size": 128}', "curves": curves,
+        "metrics": dict.fromkeys(
+            ("map_all_tie_aware", "map_all_shuffled", "map_1000_tie_aware", "map_100_tie_aware",
+             "p_h2"), 0.5,
+        ),
+    }  # fmt: skip
+    rec.update(over)
+    return rec
+
+
+def test_quality_plots_keyed_by_full_run_configuration(tmp_path: Path) -> None:
+    """Runs that differ in schedule, device or any config field never replace each other's
+    curves; the seeds of one configuration are averaged."""
+    from benchmarks._quality_report import curve_figures, write_report
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 40)
+
+    def curves() -> dict:
+        codes = pack_bits(rng.random((40, 16)) < 0.5)
+        return precision_recall_curves(codes[:8], labels[:8], codes, labels, n_bits=16)
+
+    a, b, c, d = curves(), curves(), curves(), curves()
+    runs = [
+        _record(a, 0),
+        _record(b, 1),  # the same configuration, another seed: averaged with a
+        _record(c, 0, epochs=8, epochs_detail=[2, 3, 3], device="cpu"),  # another figure
+        _record(d, 0, config_key='{"batch_size": 64}'),  # same figure, another configuration
+    ]
+    figures = curve_figures(runs)
+    assert len(figures) == 2
+    gpu = next(v for k, v in figures.items() if "h100" in k)
+    cpu = next(v for k, v in figures.items() if k.endswith("-cpu"))
+    assert len(gpu) == 2 and len(cpu) == 1
+    averaged = next(v for k, v in gpu.items() if "(2 seeds)" in k)
+    single = next(v for k, v in gpu.items() if "(1 seed)" in k)
+    np.testing.assert_allclose(
+        averaged["precision"], (np.array(a["precision"]) + b["precision"]) / 2
+    )
+    np.testing.assert_allclose(
+        averaged["precision_at_n"], (np.array(a["precision_at_n"]) + b["precision_at_n"]) / 2
+    )
+    assert single["recall"] == d["recall"]
+    assert next(iter(cpu.values()))["precision"] == c["precision"]
+    written = write_report({"runs": runs}, str(tmp_path), "quality")
+    pngs = sorted(Path(p).name for p in written if p.endswith(".png"))
+    assert len(pngs) == 4 and len(set(pngs)) == 4  # 2 figures × (PR, P@N), none overwritten
+    assert all(Path(tmp_path, p).stat().st_size > 0 for p in pngs)

@@ -54,6 +54,12 @@ def test_quality_smoke_without_ray(tmp_path: Path) -> None:
                 "wall_s", "device", "command"):  # fmt: skip
         assert key in rec
     assert rec["protocol"] == "fmnist-1" and rec["n_query"] == 8 and rec["n_database"] == 76
+    # the split seeds, the centres and what decides the arithmetic are in every record
+    assert rec["data_split"] == {"protocol": "fmnist-1", "seed": 0}
+    assert rec["val_split"]["seed"] == rec["seed"] and rec["val_split"]["fraction"] == 0.1
+    assert rec["determinism"]["num_threads"] == 1
+    csq, k = doc["runs"][1]["centres"], doc["runs"][1]["n_bits"]  # 4 classes ≤ 2K: rows of H_K
+    assert csq == {"kind": "hadamard", "min_distance": k // 2, "mean_distance": k / 2}
     assert set(rec["metrics"]) == {
         "map_all_tie_aware", "map_all_shuffled", "map_1000_tie_aware", "map_100_tie_aware", "p_h2"
     }  # fmt: skip
