@@ -19,13 +19,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from indexer.index_types.base import MISSING_DISTANCE  # noqa: F401  (re-exported)
 from odh_core.packed.kernels import popcount64
 
 logger = logging.getLogger(__name__)
-
-#: Distance of an empty result slot (what FAISS binary indexes use as well).
-MISSING_DISTANCE: int = int(np.iinfo(np.int32).max)
-_ID_SENTINEL = np.iinfo(np.int64).max
 
 
 def to_words(codes: np.ndarray) -> np.ndarray:
