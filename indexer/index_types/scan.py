@@ -138,7 +138,6 @@ def _set_faiss_threads_1() -> None:
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
-_INLINE = threading.local()
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -159,14 +158,21 @@ def run_blocks(nq: int, threads: int, fn: Callable[[int, int], None]) -> None:
 
     Not numba's ``prange``: its OpenMP runtime and FAISS's spin against each other on a small
     box (a 1000-query batch ran 200x slower). FAISS calls inside ``fn`` run with one OpenMP
-    thread: pool threads are set so, and so is a calling thread the first time it scans inline.
+    thread: pool threads are set so; inline, the calling thread's setting is lowered to 1 for the
+    call and restored after it.
     """
     blocks = max(1, min(int(threads), nq // 16))
     if blocks <= 1:
-        if not getattr(_INLINE, "faiss_threads_set", False):
-            _set_faiss_threads_1()
-            _INLINE.faiss_threads_set = True
-        fn(0, nq)
+        import faiss
+
+        before = faiss.omp_get_max_threads()
+        if before != 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            fn(0, nq)
+        finally:
+            if before != 1:
+                faiss.omp_set_num_threads(before)  # the caller's setting is left as it was
         return
     bounds = np.linspace(0, nq, blocks + 1).astype(np.int64)
     futures = [_pool(blocks).submit(fn, int(bounds[b]), int(bounds[b + 1])) for b in range(blocks)]
