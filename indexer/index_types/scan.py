@@ -79,9 +79,14 @@ def _heap_sort(hd: np.ndarray, hi: np.ndarray, k: int) -> None:
 
 
 @njit(inline="always")
-def _offer(hd, hi, k, d, i, worst_d, worst_i):  # type: ignore[no-untyped-def]
-    """Insert ``(d, i)`` if it beats the heap's worst; returns the new worst."""
-    if d < worst_d or (d == worst_d and i < worst_i):
+def _offer(hd, hi, k, d, ids, r, worst_d, worst_i):  # type: ignore[no-untyped-def]
+    """Insert ``(d, ids[r])`` if it beats the heap's worst; returns the new worst. The id is read
+    only when it can matter (``d`` below the worst, or tied with it)."""
+    if d < worst_d:
+        _sift_down(hd, hi, k, d, ids[r])
+        return hd[0], hi[0]
+    i = ids[r]
+    if i < worst_i:  # d == worst_d here
         _sift_down(hd, hi, k, d, i)
         return hd[0], hi[0]
     return worst_d, worst_i
@@ -107,17 +112,17 @@ def _scan_one(words, ids, offsets, q, probes, k, hd, hi):  # type: ignore[no-unt
             for r in range(start, stop):
                 d = popcount64(words[r, 0] ^ q0)
                 if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
+                    worst_d, worst_i = _offer(hd, hi, k, d, ids, r, worst_d, worst_i)
         elif n_words == 2:
             for r in range(start, stop):
                 d = popcount64(words[r, 0] ^ q0) + popcount64(words[r, 1] ^ q1)
                 if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
+                    worst_d, worst_i = _offer(hd, hi, k, d, ids, r, worst_d, worst_i)
         else:
             for r in range(start, stop):
                 d = _hamming(words, r, q, n_words)
                 if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
+                    worst_d, worst_i = _offer(hd, hi, k, d, ids, r, worst_d, worst_i)
     _heap_sort(hd, hi, k)
     for j in range(k):
         if hi[j] == 9223372036854775807:
