@@ -241,3 +241,16 @@ def test_uniform_flat_memory_and_merge() -> None:
     other = built("ivf", codes, ids, nlist=5, seed=9)
     with pytest.raises(ValueError, match="another quantizer"):
         IvfIndex.merged([one, other])
+
+
+def test_flat_tiles_and_single_queries_equal_brute_force() -> None:
+    """Past one 8192-row tile and many 1024-row chunks; batch (tiled) and one query at a time."""
+    codes, ids, q = data(9000, 24, seed=11)
+    ix = built("flat", codes, ids)
+    want = oracle_topk(q, codes, ids, 12)
+    got = ix.search(q, 12)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    for r in range(0, len(q), 7):
+        _, i = ix.search(q[r : r + 1], 12)
+        np.testing.assert_array_equal(i[0], want[1][r])
