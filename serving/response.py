@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from serving.merge import merge_topk
+from indexer.search import merge_topk
 from serving.schemas import Hit, SearchResponse
 
 
