@@ -21,8 +21,8 @@ so the first hop is a plain TCP forward instead of a Python actor; throughput-op
 trims logging. With `placement: ingress` the ingress replica holds the shards and the search takes
 no hop after the entry point. Batched, the hop cost is shared by 256 queries; what remains is
 JSON for 2,560 hits (built from arrays, `serving.response`), and the entry point, ingress and
-searchers sharing 2 cores with the load generator. Every number is from one run on a noisy shared machine:
-compare rows of the same run, not across runs.
+searchers sharing 2 cores with the load generator. Every number is from one run on a noisy
+shared machine: compare rows of the same run, not across runs.
 """
 
 
