@@ -64,6 +64,11 @@ class RPReLU(nn.Module):
         self.kernels = "fused"  # odh_core.binary.KERNELS (set_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels == "fused":
+            from odh_core.fused_rprelu import can_fuse, rprelu
+
+            if can_fuse(x):
+                return rprelu(x, self.shift_in, self.prelu.weight, self.shift_out)
         return self.prelu(x - self.shift_in) + self.shift_out
 
 
