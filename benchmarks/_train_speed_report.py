@@ -34,18 +34,22 @@ def markdown(result: dict[str, Any]) -> str:
         f"torch {result['machine'].get('torch', '?')}; load average {result['load_average_start']}"
         f" at the start, {result['load_average_end']} at the end (shared machine).",
         "",
+        "images/s (wall clock) and, in brackets, images per CPU-second of the benchmark "
+        "process (steadier on a shared machine); speed-ups are ratios of medians.",
+        "",
         "| model | threads | form | all stages img/s | warm-up | stage 1 | stage 2 "
         "| speed-up (all) | speed-up stage 1 | speed-up stage 2 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        ips, sp = r["images_per_s"], r.get("speedup", {})
-        lines.append(
-            f"| {r['model']} | {r['threads']} | {r['form']} | {ips['all']:.1f} | "
-            f"{ips['stage0']:.1f} | {ips['stage1']:.1f} | {ips['stage2']:.1f} | "
-            f"{sp.get('all', float('nan')):.2f}× | {sp.get('stage1', float('nan')):.2f}× | "
-            f"{sp.get('stage2', float('nan')):.2f}× |"
-        )
+        ips, cps = r["images_per_s"], r["images_per_cpu_s"]
+        sp, spc = r.get("speedup", {}), r.get("speedup_cpu", {})
+        cells = [f"{ips[k]:.1f} ({cps[k]:.1f})" for k in ("all", "stage0", "stage1", "stage2")]
+        cells += [
+            f"{sp.get(k, float('nan')):.2f}× ({spc.get(k, float('nan')):.2f}×)"
+            for k in ("all", "stage1", "stage2")
+        ]
+        lines.append(f"| {r['model']} | {r['threads']} | {r['form']} | " + " | ".join(cells) + " |")
     diffs = [d["abs_diff"] for d in result["loss_agreement"]]
     if diffs:
         lines += [
@@ -60,7 +64,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot_png(result: dict[str, Any], path: Path) -> None:
-    """Bars: median images/s (all stages) per model and thread count, one bar per form."""
+    """Bars: median images per CPU-second (steadier than wall clock on a shared machine) per
+    model and thread count, all stages and per stage, one bar per form."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,13 +81,13 @@ def plot_png(result: dict[str, Any], path: Path) -> None:
             values = []
             for g in groups:
                 match = [r for r in rows if (r["model"], r["threads"], r["form"]) == (*g, form)]
-                values.append(match[0]["images_per_s"][stage] if match else 0.0)
+                values.append(match[0]["images_per_cpu_s"][stage] if match else 0.0)
             xs = [j + i * width for j in range(len(groups))]
             ax.bar(xs, values, width=width, label=form)
         ax.set_xticks([j + width * (len(forms) - 1) / 2 for j in range(len(groups))])
         ax.set_xticklabels([f"{m}\n{t} thr" for m, t in groups])
         ax.set_title("all stages" if stage == "all" else _STAGE_NAMES[stage])
-        ax.set_ylabel("training images/s")
+        ax.set_ylabel("training images per CPU-second")
     axes[0].legend()
     fig.suptitle("odh bench train-speed: before (reference ops, NCHW) vs after")
     fig.tight_layout()

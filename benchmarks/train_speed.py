@@ -16,7 +16,10 @@ reported, with the load average before every run. No validation (``val_fraction`
 numbers are training steps only.
 
 images/s counts training rows per second of epoch time: in stage 2 each row is seen through two
-augmented views (the encoder processes twice as many images). Writes ``train_speed.json``,
+augmented views (the encoder processes twice as many images). images per CPU-second divides by
+the CPU time of this process instead (``time.process_time``, all its threads): on a machine
+shared with other jobs it is the steadier measure of the work per image, at one thread the
+same as images/s on an idle machine. Writes ``train_speed.json``,
 ``train_speed.md`` and ``train_speed.png`` under ``--output``.
 """
 
@@ -129,17 +132,28 @@ def train_config(form: str, model: str, threads: int, batch_size: int) -> Any:
 def one_run(
     images: np.ndarray, labels: np.ndarray, form: str, model: str, threads: int, batch_size: int
 ) -> dict[str, Any]:
-    """Train once; images/s per stage from the epoch times, the losses per stage."""
+    """Train once: images/s per stage from the epoch wall times and per CPU-second of this
+    process (robust to other processes on a shared machine), the losses per stage."""
     from odh_core.stages import LoopContext, fit
 
     cfg = train_config(form, model, threads, batch_size)
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    result = fit(images, labels, cfg, LoopContext())
+    marks: list[tuple[int, float]] = []
+
+    def end_epoch(metrics: dict[str, Any], state_fn: Any) -> None:
+        marks.append((int(metrics["stage"]), time.process_time()))
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    result = fit(images, labels, cfg, LoopContext(end_epoch=end_epoch))
     wall = time.perf_counter() - t0
     rows = _rows_per_epoch(len(images), batch_size)
     seconds = {f"stage{rec['stage']}": rec["epoch_s"] for rec in result.history}
     losses = {f"stage{rec['stage']}": rec["loss"] for rec in result.history}
+    cpu = {}
+    prev = cpu0
+    for stage, mark in marks:  # one epoch per stage; includes that stage's set-up
+        cpu[f"stage{stage}"] = mark - prev
+        prev = mark
     total_rows = sum(rows[s] for s in seconds)
     return {
         "form": form,
@@ -148,18 +162,22 @@ def one_run(
         "load_average": round(load, 2),
         "wall_s": round(wall, 2),
         "epoch_s": {k: round(v, 3) for k, v in seconds.items()},
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "images_per_s": {k: round(rows[k] / v, 1) for k, v in seconds.items()},
         "images_per_s_all": round(total_rows / sum(seconds.values()), 1),
+        "images_per_cpu_s": {k: round(rows[k] / v, 1) for k, v in cpu.items()},
+        "images_per_cpu_s_all": round(total_rows / sum(cpu.values()), 1),
         "loss": losses,
     }
 
 
 def summarise(runs: list[dict[str, Any]], forms: list[str]) -> list[dict[str, Any]]:
-    """Median images/s per (model, threads, form) and the speed-up of each form over before."""
+    """Median images/s (wall) and images per CPU-second per (model, threads, form), and the
+    speed-up of each form over before (ratios of the medians)."""
     rows: list[dict[str, Any]] = []
     keys = sorted({(r["model"], r["threads"]) for r in runs})
     for model, threads in keys:
-        med: dict[str, dict[str, float]] = {}
+        med: dict[str, dict[str, dict[str, float]]] = {}
         for form in forms:
             sel = [
                 r for r in runs if (r["model"], r["threads"], r["form"]) == (model, threads, form)
@@ -167,14 +185,20 @@ def summarise(runs: list[dict[str, Any]], forms: list[str]) -> list[dict[str, An
             if not sel:
                 continue
             med[form] = {
-                "all": statistics.median(r["images_per_s_all"] for r in sel),
-                **{s: statistics.median(r["images_per_s"][s] for r in sel) for s in STAGES},
+                kind: {
+                    "all": statistics.median(r[f"{kind}_all"] for r in sel),
+                    **{s: statistics.median(r[kind][s] for r in sel) for s in STAGES},
+                }
+                for kind in ("images_per_s", "images_per_cpu_s")
             }
         for form, values in med.items():
             row: dict[str, Any] = {"model": model, "threads": threads, "form": form}
-            row["images_per_s"] = {k: round(v, 1) for k, v in values.items()}
-            if "before" in med:
-                row["speedup"] = {k: round(v / med["before"][k], 2) for k, v in values.items()}
+            for kind, by_stage in values.items():
+                row[kind] = {k: round(v, 1) for k, v in by_stage.items()}
+                if "before" in med:
+                    base = med["before"][kind]
+                    name = "speedup" if kind == "images_per_s" else "speedup_cpu"
+                    row[name] = {k: round(v / base[k], 2) for k, v in by_stage.items()}
             rows.append(row)
     return rows
 
@@ -225,8 +249,9 @@ def run(config: Config) -> int:
                     r = one_run(images, labels, form, model, threads, cfg.batch_size)
                     r["repeat"] = rep
                     logger.info(
-                        "repeat %d %s %d thread(s) %s: %.1f img/s (load %.2f)",
-                        rep, model, threads, form, r["images_per_s_all"], r["load_average"],
+                        "repeat %d %s %d thread(s) %s: %.1f img/s, %.1f img/cpu-s (load %.2f)",
+                        rep, model, threads, form, r["images_per_s_all"], r["images_per_cpu_s_all"],
+                        r["load_average"],
                     )  # fmt: skip
                     runs.append(r)
     import torch

@@ -219,7 +219,8 @@ def test_bench_quick_writes_files(tmp_path: Path) -> None:
         assert set(r["images_per_s"]) == {"all", "stage0", "stage1", "stage2"}
         assert all(v > 0 for v in r["images_per_s"].values())
     before = next(r for r in result["rows"] if r["form"] == "before")
-    assert before["speedup"]["all"] == 1.0
+    assert before["speedup"]["all"] == 1.0 and before["speedup_cpu"]["all"] == 1.0
+    assert all(v > 0 for r in result["rows"] for v in r["images_per_cpu_s"].values())
     assert {d["stage"] for d in result["loss_agreement"]} == {"stage0", "stage1", "stage2"}
     # stage 0 (the FP warm-up classifier, same seed) barely moves between the forms
     stage0 = next(d for d in result["loss_agreement"] if d["stage"] == "stage0")
