@@ -228,3 +228,26 @@ def test_bench_quick_writes_files(tmp_path: Path) -> None:
     assert "load_average" in result["runs"][0] and result["machine"]["cpus"]
     assert "| bnn | 1 | after |" in (tmp_path / "train_speed.md").read_text()
     assert (tmp_path / "train_speed.png").stat().st_size > 0
+
+
+def test_profile_lists_the_estimator_ops_before_and_not_after(tmp_path: Path) -> None:
+    """The profile of the reference path shows the ``torch.where`` chains (and the PReLU
+    backward) the fused kernels remove."""
+    from indexer.converters.fashion_mnist import fashion_mnist_source
+
+    try:
+        fashion_mnist_source(None)
+    except FileNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST IDX files absent: {exc}")
+    from benchmarks import train_speed_profile as prof
+
+    cfg = prof.Config(batch_size=8, steps=1, threads=(1,), top=100, output=str(tmp_path))
+    assert prof.run(cfg) == 0
+    result = json.loads((tmp_path / "train_speed_profile.json").read_text())
+    ops = {(p["model"], p["form"]): {t["op"] for t in p["top"]} for p in result["profiles"]}
+    assert "aten::where" in ops[("bnn", "before")] and "ApproxSignReferenceBackward" in str(
+        ops[("bnn", "before")]
+    )
+    assert "aten::where" not in ops[("bnn", "after")]
+    assert "_RPReLUBackward" in ops[("bnn", "after")]
+    assert "## bnn, after, 1 thread(s)" in (tmp_path / "train_speed_profile.md").read_text()
