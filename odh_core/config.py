@@ -63,6 +63,12 @@ def _list_layers() -> list[str]:
     return list_layers()
 
 
+def _list_kernels() -> list[str]:
+    from odh_core.binary import KERNELS
+
+    return list(KERNELS)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training knobs every method shares (ALGORITHMS.md §2 defaults) + the method's own
@@ -97,6 +103,21 @@ class TrainConfig:
     val_fraction: float = option(0.1, help="share of the training images held out for validation")
     val_db_max: int = option(2000, help="validation database: at most this many training images")
     num_threads: int = option(1, help="torch threads per worker", flag="--threads")
+    kernels: str = option(
+        "fused",
+        help="sign/estimator ops: fused (fast) or reference (the original elementwise chains, "
+        "same results; for checking)",
+        choices=_list_kernels,
+    )
+    channels_last: bool = option(
+        True, help="train in the channels_last memory format (faster convolutions on CPU)"
+    )
+    compile_model: bool = option(
+        False,
+        help="torch.compile the training forward/backward (compile time ~1 min: pays off only "
+        "on long runs; see odh bench train-speed)",
+        flag="--compile",
+    )
     mode: str = option(
         "spec",
         help="faithful: layer xnor is built as the reference code's weight-only XNOR",
@@ -173,6 +194,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.num_threads < 1:
             raise ValueError(f"TrainConfig.num_threads must be >= 1, got {self.num_threads}")
+        kernels = _list_kernels()
+        if self.kernels not in kernels:
+            raise ValueError(f"TrainConfig.kernels must be one of {kernels}, got {self.kernels!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as given (``from_dict`` round-trips them)."""

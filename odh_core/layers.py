@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odh_core.binary import binarize_activation, binarize_weight, ede_t
+from odh_core.binary import binarize_activation, binarize_weight, check_kernels, ede_t
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,14 @@ class RPReLU(nn.Module):
         self.shift_in = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.prelu = nn.PReLU(channels, init=0.25)
         self.shift_out = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.kernels = "fused"  # odh_core.binary.KERNELS (set_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels == "fused":
+            from odh_core.fused_rprelu import can_fuse, rprelu
+
+            if can_fuse(x):
+                return rprelu(x, self.shift_in, self.prelu.weight, self.shift_out)
         return self.prelu(x - self.shift_in) + self.shift_out
 
 
@@ -81,11 +87,12 @@ class BinaryActivation(nn.Module):
         self.cfg = cfg
         self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1)) if cfg.learnable_shift else None
         self.ede_t = 1.0  # a Python float: no device sync per forward
+        self.kernels = "fused"  # odh_core.binary.KERNELS (set_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift is not None:
             x = x - self.shift
-        return binarize_activation(x, self.cfg.act_backward, self.ede_t)
+        return binarize_activation(x, self.cfg.act_backward, self.ede_t, self.kernels)
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -116,6 +123,17 @@ def set_ede_progress(model: nn.Module, progress: float) -> float:
         if isinstance(mod, BinaryActivation | BinaryConv2d):
             mod.ede_t = t
     return t
+
+
+def set_kernels(model: nn.Module, kernels: str) -> nn.Module:
+    """Make every binary op in ``model`` use the named estimator implementation
+    (:data:`odh_core.binary.KERNELS`: ``fused`` or ``reference``, equal results); returns
+    ``model``."""
+    check_kernels(kernels)
+    for mod in model.modules():
+        if isinstance(mod, BinaryActivation | RPReLU):
+            mod.kernels = kernels
+    return model
 
 
 def _post_activation(kind: str, channels: int) -> nn.Module:

@@ -41,6 +41,7 @@ from odh_core.metrics import evaluate_codes
 from odh_core.models import create_encoder
 from odh_core.packing import pack_bits
 from odh_core.progress import EpochProgress as _Progress
+from odh_core.speed import apply_speed_settings, maybe_compile, memory_format
 from odh_core.trainmodule import ClassifierView, HashTrainModule
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,11 @@ class _Rng:
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    # contiguous (NCHW) copies whatever the training memory format: checkpoints stay as before
+    return {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in module.state_dict().items()
+    }
 
 
 def _n_batches(n: int, batch_size: int) -> int:
@@ -163,9 +168,12 @@ def _warmup(
         n_classes=train.n_classes,
         in_channels=train.images.shape[1],
     ).to(ctx.device)
+    apply_speed_settings(fp, cfg)
     if state is not None and state["phase"] == "hash":
         return fp  # weights come with the hash module's state
     wrapped = ctx.prepare(ClassifierView(fp))
+    forward = maybe_compile(wrapped, cfg)
+    fmt = memory_format(cfg)
     opt = torch.optim.Adam(wrapped.parameters(), lr=cfg.warmup_lr)
     steps = max(1, cfg.warmup_epochs * _n_batches(len(train), cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -185,8 +193,8 @@ def _warmup(
         )
         for idx in shuffled_batches(len(train), cfg.batch_size, rngs.rng):
             xb, yb = train.batch(idx)
-            x = train.normalise(augment(xb, WEAK, rngs.gen))
-            loss = classification_loss(wrapped(x), yb)
+            x = train.normalise(augment(xb, WEAK, rngs.gen)).contiguous(memory_format=fmt)
+            loss = classification_loss(forward(x), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -334,12 +342,13 @@ def _fit(
         )
     )
     module = HashTrainModule(encoder, method)
-    module = module.to(ctx.device)
+    module = apply_speed_settings(module.to(ctx.device), cfg)
     hash_state = state if state is not None and state["phase"] == "hash" else None
     if hash_state is not None:
         module.load_state_dict(hash_state["module"])
     clip_params = method.clip_parameters()
     wrapped = ctx.prepare(module)
+    forward = maybe_compile(wrapped, cfg)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps1 = _n_batches(len(train), cfg.batch_size)
@@ -381,7 +390,7 @@ def _fit(
         for idx in batches:
             if uses_ede:
                 set_ede_progress(encoder, step / total_steps)
-            loss = _step_loss(wrapped, method, data, idx, stage, cfg, rngs, step / total_steps)
+            loss = _step_loss(forward, method, data, idx, stage, cfg, rngs, step / total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_params and cfg.grad_clip > 0:
@@ -452,11 +461,12 @@ def _step_loss(
 ) -> torch.Tensor:
     """Stage 1: the weak view; stage 2: weak and strong views (the classifier sees the strong)."""
     x, y = data.batch(idx)
-    weak = data.normalise(augment(x, WEAK, rngs.gen))
+    fmt = memory_format(cfg)
+    weak = data.normalise(augment(x, WEAK, rngs.gen)).contiguous(memory_format=fmt)
     if stage == 1:
         x_in, x_cls, n_views = weak, weak, 1
     else:
-        strong = data.normalise(augment(x, STRONG, rngs.gen))
+        strong = data.normalise(augment(x, STRONG, rngs.gen)).contiguous(memory_format=fmt)
         x_in, x_cls, n_views = torch.cat([weak, strong]), strong, 2
     u, extras = wrapped(x_in, x_cls)
     step = StepInput(
