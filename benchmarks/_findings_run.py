@@ -1,0 +1,216 @@
+"""The training runs of ``odh bench findings``: observed runs and the stage-2 sweep.
+
+Observed runs train one method (BNN and its full-precision twin, same schedule) with an
+:class:`~benchmarks._findings_observe.EpochObserver` as the loop's ``observe`` hook. The sweep
+trains the warm-up and stage 1 once, keeps the training state at the transition, and resumes
+stage 2 from it for every setting (``LoopContext.initial_state``), so the settings share stage 1,
+the stage-2 batches and the augmentations: they differ only in the stage-2 loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks._findings_observe import EpochObserver
+
+logger = logging.getLogger("odh.bench.findings")
+
+__all__ = ["FindingsData", "Schedule", "observed_run", "prepare_data", "stage2_sweep"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """warm-up, stage-1 and stage-2 epochs."""
+
+    warmup: int
+    stage1: int
+    stage2: int
+
+    @property
+    def hash_epochs(self) -> int:
+        return self.stage1 + self.stage2
+
+
+@dataclass
+class FindingsData:
+    """The training images, the observed subset and the fixed stage-2 gradient batch."""
+
+    images: np.ndarray  # uint8 [n, 28, 28, 1]: what fit() trains on (it carves validation)
+    labels: np.ndarray  # int64 [n]
+    observe_idx: np.ndarray  # rows of ``images`` observed each epoch (training split only)
+    grad_idx: np.ndarray  # rows of the fixed stage-2 batch (groups of n_pos, training split)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    n_classes: int
+
+
+def prepare_data(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_observe: int,
+    val_fraction: float,
+    batch_size: int,
+    n_pos: int,
+    seed: int,
+) -> FindingsData:
+    """Pick the observed subset and the gradient batch from the rows ``fit`` trains on (its
+    seeded split, recomputed here) and its normalisation statistics."""
+    from odh_core.data import GroupBatchSampler, TrainData, labels_to_multihot, split_indices
+
+    tr_idx, _ = split_indices(len(images), val_fraction, seed)
+    targets = labels_to_multihot(labels)
+    full = TrainData.from_arrays(images[tr_idx], targets[tr_idx])
+    rng = np.random.default_rng([seed, 2024])
+    observe = np.sort(rng.permutation(tr_idx)[: min(n_observe, len(tr_idx))])
+    sampler = GroupBatchSampler(targets[tr_idx] > 0, batch_size, n_pos, 1)
+    grad_idx = tr_idx[next(iter(sampler.batches(rng)))]
+    return FindingsData(
+        images=images,
+        labels=np.asarray(labels, dtype=np.int64),
+        observe_idx=observe,
+        grad_idx=grad_idx,
+        mean=full.mean,
+        std=full.std,
+        n_classes=int(targets.shape[1]),
+    )
+
+
+def _observer(data: FindingsData, n_pos: int, seed: int) -> EpochObserver:
+    return EpochObserver(
+        data.images[data.observe_idx],
+        data.labels[data.observe_idx],
+        data.mean,
+        data.std,
+        (data.images[data.grad_idx], data.labels[data.grad_idx], n_pos),
+        n_classes=data.n_classes,
+        seed=seed,
+    )
+
+
+def _record(cfg: Any, result: Any, observer: EpochObserver, wall: float) -> dict[str, Any]:
+    return {
+        "method": cfg.method,
+        "binary": cfg.binary,
+        "layer": cfg.effective_layer if cfg.binary else "fp",
+        "model": cfg.model,
+        "n_bits": cfg.n_bits,
+        "seed": cfg.seed,
+        "method_config": cfg.full_method_config(),
+        "schedule": [cfg.warmup_epochs, cfg.transition_epoch, cfg.stage2_epochs],
+        "best_epoch": result.best_epoch + 1,
+        "best_val_map": result.best_val_map,
+        "method_info": result.method_info,
+        "wall_s": round(wall, 1),
+        "warmup": [h for h in result.history if h["stage"] == 0],
+        "epochs": observer.records,
+    }
+
+
+def observed_run(
+    data: FindingsData, base: dict[str, Any], *, method: str, binary: bool, schedule: Schedule
+) -> dict[str, Any]:
+    """Train ``method`` (BNN or twin) with the observer; the run record with every epoch's
+    observation. ``base``: the TrainConfig fields shared by all runs."""
+    import torch
+
+    from odh_core.stages import LoopContext, fit
+    from odh_core.train import TrainConfig
+
+    cfg = TrainConfig(
+        **base,
+        method=method,
+        binary=binary,
+        warmup_epochs=schedule.warmup,
+        transition_epoch=schedule.stage1,
+        stage2_epochs=schedule.stage2,
+    )
+    observer = _observer(data, cfg.n_pos, cfg.seed)
+    logger.info("observed run: %s %s, schedule %s", method, "BNN" if binary else "FP", schedule)
+    t0 = time.perf_counter()
+    result = fit(
+        data.images, data.labels, cfg, LoopContext(device=torch.device("cpu"), observe=observer)
+    )
+    return _record(cfg, result, observer, time.perf_counter() - t0)
+
+
+class _StopAtTransition(Exception):
+    """Raised by the sweep's ``end_epoch`` once the stage-1 state is captured."""
+
+
+def stage2_sweep(
+    data: FindingsData,
+    base: dict[str, Any],
+    *,
+    schedule: Schedule,
+    settings: list[tuple[str, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """ODH-BNN with each ``(label, method_config)`` in stage 2. The warm-up and stage 1 run once
+    (with the first setting's config; stage 1 does not depend on the stage-2 options) and stop
+    at the transition; every setting resumes stage 2 from that one captured state."""
+    import torch
+
+    from odh_core.stages import LoopContext, fit
+    from odh_core.train import TrainConfig
+
+    if schedule.stage1 < 1 or schedule.stage2 < 1 or not settings:
+        raise ValueError("the stage-2 sweep needs stage1, stage2 >= 1 and at least one setting")
+    last_stage1 = schedule.warmup + schedule.stage1 - 1  # global epoch of the captured state
+
+    def configure(method_config: dict[str, Any]) -> Any:
+        return TrainConfig(
+            **base,
+            method="odh",
+            binary=True,
+            method_config=method_config,
+            warmup_epochs=schedule.warmup,
+            transition_epoch=schedule.stage1,
+            stage2_epochs=schedule.stage2,
+        )
+
+    observer = _observer(data, base.get("n_pos", 2), base.get("seed", 0))
+    captured: dict[str, Any] = {}
+
+    def end_epoch(metrics: dict[str, Any], state_fn: Any) -> None:
+        if metrics["global_epoch"] == last_stage1:
+            captured["state"] = copy.deepcopy(state_fn())
+            raise _StopAtTransition
+
+    t0 = time.perf_counter()
+    logger.info("sweep: warm-up + stage 1 (%s), shared by every setting", schedule)
+    with contextlib.suppress(_StopAtTransition):
+        fit(
+            data.images,
+            data.labels,
+            configure(settings[0][1]),
+            LoopContext(device=torch.device("cpu"), observe=observer, end_epoch=end_epoch),
+        )
+    stage1_s = time.perf_counter() - t0
+    if "state" not in captured:
+        raise RuntimeError("the sweep's stage-1 run ended before the transition epoch")
+    records = []
+    for label, method_config in settings:
+        cfg = configure(method_config)
+        branch = copy.deepcopy(observer)
+        logger.info("sweep %s: stage 2 resumed from the shared stage-1 state", label)
+        t0 = time.perf_counter()
+        result = fit(
+            data.images,
+            data.labels,
+            cfg,
+            LoopContext(
+                device=torch.device("cpu"),
+                observe=branch,
+                initial_state=copy.deepcopy(captured["state"]),
+            ),
+        )
+        rec = _record(cfg, result, branch, time.perf_counter() - t0)
+        records.append({"label": label, "shared_stage1_s": round(stage1_s, 1), **rec})
+    return records
