@@ -1,15 +1,16 @@
 """The training runs of ``odh bench findings``: observed runs and the stage-2 sweep.
 
 Observed runs train one method (BNN and its full-precision twin, same schedule) with an
-:class:`~benchmarks._findings_observe.EpochObserver` as the loop's ``observe`` hook. The sweep
-trains the warm-up and stage 1 once, keeps the training state at the transition, and resumes
-stage 2 from it for every setting (``LoopContext.initial_state``), so the settings share stage 1,
-the stage-2 batches and the augmentations: they differ only in the stage-2 loss.
+:class:`~benchmarks._findings_observe.EpochObserver` as the loop's ``observe`` hook; the run
+that feeds the sweep also keeps its full training state after every epoch. The sweep resumes
+that state at the derived transition epoch T (``LoopContext.initial_state``) with stage 2 on for
+each setting: the settings share the warm-up, stage 1, the optimiser and its learning-rate
+schedule (the observed run's, continued), the stage-2 batches and augmentations — they differ
+only in the stage-2 loss, and the observed run itself is the "stage 1 continued" baseline.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -115,10 +116,17 @@ def _record(cfg: Any, result: Any, observer: EpochObserver, wall: float) -> dict
 
 
 def observed_run(
-    data: FindingsData, base: dict[str, Any], *, method: str, binary: bool, schedule: Schedule
-) -> dict[str, Any]:
-    """Train ``method`` (BNN or twin) with the observer; the run record with every epoch's
-    observation. ``base``: the TrainConfig fields shared by all runs."""
+    data: FindingsData,
+    base: dict[str, Any],
+    *,
+    method: str,
+    binary: bool,
+    schedule: Schedule,
+    keep_states: bool = False,
+) -> tuple[dict[str, Any], dict[int, tuple[dict[str, Any], EpochObserver]]]:
+    """Train ``method`` (BNN or twin) with the observer. Returns the run record with every
+    epoch's observation and, with ``keep_states``, ``{hash epoch: (training state, observer)}``
+    after every hash epoch (to resume from). ``base``: the TrainConfig fields of all runs."""
     import torch
 
     from odh_core.stages import LoopContext, fit
@@ -133,84 +141,65 @@ def observed_run(
         stage2_epochs=schedule.stage2,
     )
     observer = _observer(data, cfg.n_pos, cfg.seed)
+    states: dict[int, tuple[dict[str, Any], EpochObserver]] = {}
+
+    def end_epoch(metrics: dict[str, Any], state_fn: Any) -> None:
+        if keep_states and metrics["stage"] > 0:
+            states[int(metrics["epoch"]) + 1] = (
+                copy.deepcopy(state_fn()),
+                copy.deepcopy(observer),
+            )
+
     logger.info("observed run: %s %s, schedule %s", method, "BNN" if binary else "FP", schedule)
     t0 = time.perf_counter()
-    result = fit(
-        data.images, data.labels, cfg, LoopContext(device=torch.device("cpu"), observe=observer)
-    )
-    return _record(cfg, result, observer, time.perf_counter() - t0)
-
-
-class _StopAtTransition(Exception):
-    """Raised by the sweep's ``end_epoch`` once the stage-1 state is captured."""
+    ctx = LoopContext(device=torch.device("cpu"), observe=observer, end_epoch=end_epoch)
+    result = fit(data.images, data.labels, cfg, ctx)
+    return _record(cfg, result, observer, time.perf_counter() - t0), states
 
 
 def stage2_sweep(
     data: FindingsData,
     base: dict[str, Any],
     *,
-    schedule: Schedule,
+    warmup: int,
+    transition: int,
+    stage2: int,
+    start: tuple[dict[str, Any], EpochObserver],
     settings: list[tuple[str, dict[str, Any]]],
+    done: Any = None,
 ) -> list[dict[str, Any]]:
-    """ODH-BNN with each ``(label, method_config)`` in stage 2. The warm-up and stage 1 run once
-    (with the first setting's config; stage 1 does not depend on the stage-2 options) and stop
-    at the transition; every setting resumes stage 2 from that one captured state."""
+    """ODH-BNN with each ``(label, method_config)`` in stage 2 for ``stage2`` epochs, each
+    resumed from ``start`` (the observed run's state and observer after hash epoch
+    ``transition``); ``done(records)`` is called after every setting."""
     import torch
 
     from odh_core.stages import LoopContext, fit
     from odh_core.train import TrainConfig
 
-    if schedule.stage1 < 1 or schedule.stage2 < 1 or not settings:
-        raise ValueError("the stage-2 sweep needs stage1, stage2 >= 1 and at least one setting")
-    last_stage1 = schedule.warmup + schedule.stage1 - 1  # global epoch of the captured state
-
-    def configure(method_config: dict[str, Any]) -> Any:
-        return TrainConfig(
+    if transition < 1 or stage2 < 1 or not settings:
+        raise ValueError("the stage-2 sweep needs transition, stage2 >= 1 and a setting")
+    state, observer = start
+    if state["global_epoch"] != warmup + transition - 1:
+        raise ValueError(f"the start state is not the end of hash epoch {transition}")
+    records = []
+    for label, method_config in settings:
+        cfg = TrainConfig(
             **base,
             method="odh",
             binary=True,
             method_config=method_config,
-            warmup_epochs=schedule.warmup,
-            transition_epoch=schedule.stage1,
-            stage2_epochs=schedule.stage2,
+            warmup_epochs=warmup,
+            transition_epoch=transition,
+            stage2_epochs=stage2,
         )
-
-    observer = _observer(data, base.get("n_pos", 2), base.get("seed", 0))
-    captured: dict[str, Any] = {}
-
-    def end_epoch(metrics: dict[str, Any], state_fn: Any) -> None:
-        if metrics["global_epoch"] == last_stage1:
-            captured["state"] = copy.deepcopy(state_fn())
-            raise _StopAtTransition
-
-    t0 = time.perf_counter()
-    logger.info("sweep: warm-up + stage 1 (%s), shared by every setting", schedule)
-    with contextlib.suppress(_StopAtTransition):
-        fit(
-            data.images,
-            data.labels,
-            configure(settings[0][1]),
-            LoopContext(device=torch.device("cpu"), observe=observer, end_epoch=end_epoch),
-        )
-    stage1_s = time.perf_counter() - t0
-    if "state" not in captured:
-        raise RuntimeError("the sweep's stage-1 run ended before the transition epoch")
-    records = []
-    for label, method_config in settings:
-        cfg = configure(method_config)
         branch = copy.deepcopy(observer)
-        logger.info("sweep %s: stage 2 resumed from the shared stage-1 state", label)
+        logger.info("sweep %s: stage 2 resumed after hash epoch %d", label, transition)
         t0 = time.perf_counter()
-        result = fit(
-            data.images,
-            data.labels,
-            cfg,
-            LoopContext(
-                device=torch.device("cpu"),
-                observe=branch,
-                initial_state=copy.deepcopy(captured["state"]),
-            ),
+        ctx = LoopContext(
+            device=torch.device("cpu"), observe=branch, initial_state=copy.deepcopy(state)
         )
-        rec = _record(cfg, result, branch, time.perf_counter() - t0)
-        records.append({"label": label, "shared_stage1_s": round(stage1_s, 1), **rec})
+        result = fit(data.images, data.labels, cfg, ctx)
+        records.append({"label": label, **_record(cfg, result, branch, time.perf_counter() - t0)})
+        if done is not None:
+            done(records)
     return records

@@ -62,8 +62,8 @@ class Config:
     """Per-epoch code geometry of ODH (BNN vs full-precision twin) and a stage-2 sweep."""
 
     runs: tuple[str, ...] = option(
-        ("odh-bnn", "odh-fp", "odh-hadamard-bnn"),
-        help="observed runs (the first BNN odh run's curves set the sweep's transition)",
+        ("odh-bnn", "odh-fp"),
+        help="observed runs (the sweep resumes the first one, which must be odh-bnn)",
         choices=list(RUNS),
     )
     epochs: str = option(
@@ -81,18 +81,21 @@ class Config:
         help="odh method-config of the swept stage 2 (besides w_agg)",
     )
     sweep_stage2: int = option(
-        2,
-        help="stage-2 epochs of each sweep setting (after the observed warm-up and stage 1 = "
-        "the derived transition; short, as stage 2 encodes two views per image)",
+        1,
+        help="stage-2 epochs of each sweep setting, resumed after the transition epoch of the "
+        "observed ODH-BNN run (at most its remaining hash epochs)",
     )
-    sweep_epochs: str | None = option(
-        None, help="warm-up,stage1,stage2 of the sweep (overrides the derived schedule)"
+    sweep_transition: int | None = option(
+        None, help="resume the sweep after this hash epoch (default: the derived transition)"
     )
     n_bits: int = option(64, help="code length", flag="--bits")
     model: str = option("resnet_small", help="backbone")
     layer: str = option("reactnet", help="BNN layer variant")
     observe: int = option(2000, help="training-split images whose codes are measured each epoch")
     train_per_class: int = option(500, help="fmnist-1 training images per class")
+    query_per_class: int = option(
+        100, help="fmnist-1 query images per class (only shapes the seeded split; unused here)"
+    )
     batch_size: int = option(128, help="training batch size")
     n_pos: int = option(2, help="stage-2 positives per class group")
     val_fraction: float = option(0.1, help="share of the training images held out by fit()")
@@ -106,8 +109,10 @@ class Config:
 
     def __post_init__(self) -> None:
         _schedule(self.epochs, "epochs")
-        if self.sweep_epochs is not None:
-            _schedule(self.sweep_epochs, "sweep_epochs")
+        if self.sweep_transition is not None and self.sweep_transition < 1:
+            raise ValueError(f"Config.sweep_transition must be >= 1, got {self.sweep_transition}")
+        if self.sweep and self.runs[0] != "odh-bnn":
+            raise ValueError("Config.runs must start with 'odh-bnn' for the sweep (or --no-sweep)")
         unknown = [r for r in self.runs if r not in RUNS]
         if unknown or not self.runs:
             raise ValueError(f"Config.runs must be non-empty, from {list(RUNS)}, got {unknown}")
@@ -115,7 +120,8 @@ class Config:
             raise ValueError(f"Config.tol must be in [0, 1), got {self.tol}")
         if any(w < 0 for w in self.sweep_w_agg):
             raise ValueError(f"Config.sweep_w_agg must be >= 0, got {self.sweep_w_agg}")
-        names = ("observe", "train_per_class", "batch_size", "n_pos", "threads", "sweep_stage2")
+        names = ("observe", "train_per_class", "query_per_class", "batch_size", "n_pos")
+        names += ("threads", "sweep_stage2")
         for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
@@ -152,7 +158,9 @@ def run(config: Config) -> int:
 
     torch.set_num_threads(config.threads)
     source = config.source or fashion_mnist_source()
-    images, labels = load_fmnist1(source, train_per_class=config.train_per_class)["train"]
+    images, labels = load_fmnist1(
+        source, train_per_class=config.train_per_class, query_per_class=config.query_per_class
+    )["train"]
     data = prepare_data(
         images,
         labels,
@@ -183,51 +191,65 @@ def run(config: Config) -> int:
         "runs": [],
         "transitions": {},
     }
-    for name in config.runs:
+    states: dict[int, Any] = {}
+    for i, name in enumerate(config.runs):
         method, method_config, binary = RUNS[name]
-        rec = observed_run(
+        rec, kept = observed_run(
             data,
             {**base, "method_config": method_config},
             method=method,
             binary=binary,
             schedule=schedule,
+            keep_states=config.sweep and i == 0,
         )
+        states = states or kept
         doc["runs"].append(rec)
         doc["transitions"][run_label(rec)] = derive_transitions(rec, config.tol)
         _write(doc, config)
     if config.sweep and config.sweep_w_agg:
-        sweep_schedule, source_text = _sweep_schedule(config, schedule, doc)
-        doc["sweep_schedule"] = list(sweep_schedule)
+        t, s2, source_text = _sweep_schedule(config, schedule, doc)
+        doc["sweep_schedule"] = [schedule.warmup, t, s2]
         doc["sweep_transition_source"] = source_text
         settings = [("reference", {})] + [
             (f"w_agg={w:g}", {**config.sweep_options, "w_agg": w}) for w in config.sweep_w_agg
         ]
-        doc["sweep"] = stage2_sweep(
-            data, base, schedule=Schedule(*sweep_schedule), settings=settings
+
+        def done(records: list[dict[str, Any]]) -> None:
+            doc["sweep"] = records
+            _write(doc, config)
+
+        stage2_sweep(
+            data,
+            base,
+            warmup=schedule.warmup,
+            transition=t,
+            stage2=s2,
+            start=states[t],
+            settings=settings,
+            done=done,
         )
     paths = _write(doc, config)
     logger.info("wrote %s", ", ".join(paths))
     return 0
 
 
-def _sweep_schedule(
-    config: Config, schedule: Any, doc: dict[str, Any]
-) -> tuple[tuple[int, int, int], str]:
-    """The sweep's schedule and where its transition came from."""
+def _sweep_schedule(config: Config, schedule: Any, doc: dict[str, Any]) -> tuple[int, int, str]:
+    """(transition T, stage-2 epochs, where T came from): T from ``--sweep-transition`` or the
+    first observed run's mean code-to-centre distance plateau (else half its hash epochs),
+    capped so that stage 2 fits in the observed run's schedule."""
     from benchmarks._findings_report import run_label
 
-    if config.sweep_epochs is not None:
-        return _schedule(config.sweep_epochs, "sweep_epochs"), "given by --sweep-epochs"
-    total, s2 = schedule.hash_epochs, config.sweep_stage2
-    for rec in doc["runs"]:
-        if rec["method"] == "odh" and rec["binary"]:
-            label = run_label(rec)
-            t = doc["transitions"][label]["centre_distance"]
-            if t is not None:
-                return (schedule.warmup, max(t, 1), s2), f"{label}, mean code-to-centre distance"
-            break
-    t = max(1, total // 2)
-    return (schedule.warmup, t, s2), "no plateau found: half of the observed hash epochs"
+    total = schedule.hash_epochs
+    label = run_label(doc["runs"][0])
+    derived = doc["transitions"][label]["centre_distance"]
+    if config.sweep_transition is not None:
+        t, source = config.sweep_transition, "given by --sweep-transition"
+    elif derived is not None:
+        t, source = derived, f"{label}, mean code-to-centre distance plateau"
+    else:
+        t, source = total // 2, "no plateau found: half of the observed hash epochs"
+    t = min(max(t, 1), total - 1)
+    return t, min(config.sweep_stage2, total - t), source
 
 
 if __name__ == "__main__":
