@@ -215,9 +215,8 @@ def _reading(doc: dict[str, Any]) -> list[str]:
         tb = doc["transitions"].get("odh BNN", {}).get("centre_distance")
         tf = doc["transitions"].get("odh FP", {}).get("centre_distance")
         out.append(
-            f"* Finding 2 says the two-stage evolution is a property of binary networks: the "
-            f"centre-distance transition is epoch {_fmt(tb)} for the BNN and {_fmt(tf)} for "
-            "the FP twin"
+            f"* Finding 2 is stated for binary networks. The derived centre-distance "
+            f"transition is epoch {_fmt(tb)} for the BNN and {_fmt(tf)} for the FP twin"
             + (
                 " — the same, so the two stages are not specific to the BNN here."
                 if tb == tf
