@@ -103,8 +103,8 @@ def stage2_gradients(
         "agg_over_hc": w_agg * n_agg / max(n_hc, 1e-30),
         "agg_over_hc_unweighted": n_agg / max(n_hc, 1e-30),
         "cosine": cos,
-        "l_hc": float(l_hc),
-        "l_agg": float(l_agg),
+        "l_hc": float(l_hc.detach()),
+        "l_agg": float(l_agg.detach()),
     }
 
 

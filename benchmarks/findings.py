@@ -106,6 +106,11 @@ class Config:
     )
     output: str = option(RESULTS_DIR, help="results directory")
     name: str = option("findings", help="result file stem")
+    append: bool = option(
+        False,
+        help="add to an existing <name>.json: observed runs it holds are skipped (so is the "
+        "sweep when it holds one); the runs must share its settings",
+    )
 
     def __post_init__(self) -> None:
         _schedule(self.epochs, "epochs")
@@ -181,8 +186,10 @@ def run(config: Config) -> int:
         "num_threads": config.threads,
     }
     schedule = Schedule(*_schedule(config.epochs, "epochs"))
+    command = shlex.join(["odh", "bench", "findings", *config_argv(config)])
     doc: dict[str, Any] = {
-        "command": shlex.join(["odh", "bench", "findings", *config_argv(config)]),
+        "command": command,
+        "commands": [command],
         "machine": machine_info(),
         "config": asdict(config),
         "single_seed": True,
@@ -191,22 +198,34 @@ def run(config: Config) -> int:
         "runs": [],
         "transitions": {},
     }
+    path = os.path.join(config.output, f"{config.name}.json")
+    if config.append and os.path.exists(path):
+        with open(path) as fh:
+            doc = json.load(fh)
+        doc.setdefault("commands", [doc["command"]]).append(command)
+    have = {run_label(r) for r in doc["runs"]}
+    sweep = config.sweep and not doc.get("sweep")
     states: dict[int, Any] = {}
     for i, name in enumerate(config.runs):
         method, method_config, binary = RUNS[name]
+        if _label(method, method_config, binary) in have:
+            logger.info("%s: already in %s, skipped (--append)", name, path)
+            continue
         rec, kept = observed_run(
             data,
             {**base, "method_config": method_config},
             method=method,
             binary=binary,
             schedule=schedule,
-            keep_states=config.sweep and i == 0,
+            keep_states=sweep and i == 0,
         )
         states = states or kept
         doc["runs"].append(rec)
         doc["transitions"][run_label(rec)] = derive_transitions(rec, config.tol)
         _write(doc, config)
-    if config.sweep and config.sweep_w_agg:
+    if sweep and config.sweep_w_agg:
+        if not states:
+            raise ValueError("the sweep resumes the odh-bnn run: with --append, --no-sweep")
         t, s2, source_text = _sweep_schedule(config, schedule, doc)
         doc["sweep_schedule"] = [schedule.warmup, t, s2]
         doc["sweep_transition_source"] = source_text
@@ -231,6 +250,12 @@ def run(config: Config) -> int:
     paths = _write(doc, config)
     logger.info("wrote %s", ", ".join(paths))
     return 0
+
+
+def _label(method: str, method_config: dict[str, Any], binary: bool) -> str:
+    from benchmarks._findings_report import run_label
+
+    return run_label({"method": method, "method_config": method_config, "binary": binary})
 
 
 def _sweep_schedule(config: Config, schedule: Any, doc: dict[str, Any]) -> tuple[int, int, str]:
