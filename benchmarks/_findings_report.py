@@ -180,7 +180,9 @@ def _reading(doc: dict[str, Any]) -> list[str]:
             out.append(
                 f"* Self-adaptive semantic centres vs fixed Hadamard centres (BNN, same schedule): "
                 f"distance to centre {db:.2f} vs {dh:.2f} bits, last-epoch validation mAP "
-                f"{vb:.3f} vs {vh:.3f} (single seed) — "
+                f"{vb:.3f} vs {vh:.3f} (single seed; the distances are to different targets: "
+                f"centres at least {_fmt(_last(bnn, 'codes.centres.min'), 0)} vs "
+                f"{_fmt(_last(had, 'codes.centres.min'), 0)} bits apart) — "
                 + (
                     "the semantic centres are ahead on this run."
                     if better
