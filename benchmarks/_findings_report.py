@@ -192,7 +192,7 @@ def _reading(doc: dict[str, Any]) -> list[str]:
             )
     for label, r in runs.items():
         flips = curve(r, "centre_movement.bits_flipped_mean")[1]
-        if flips and r["method_config"].get("centres", "semantic") == "semantic":
+        if flips and r["method"] == "odh" and r["method_config"].get("centres") == "semantic":
             out.append(
                 f"* {label}: the self-adaptive centres flip {flips[0]:.2f} bits per centre "
                 f"between the first two epochs and {flips[-1]:.2f} in the last epoch."
