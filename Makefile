@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability bench-train-speed clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability bench-train-speed bench-findings clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-reliability: $(STAMP)
 
 bench-train-speed: $(STAMP) fashion-mnist
 	$(BIN)/odh bench train-speed
+
+## bench-findings: ODH's two findings per epoch (BNN vs FP twin) + a short stage-2 sweep (single seed)
+bench-findings: $(STAMP) fashion-mnist
+	$(BIN)/odh bench findings
 
 clean:
 	rm -rf odh-data .pytest_cache .ruff_cache

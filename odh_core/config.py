@@ -172,11 +172,17 @@ class TrainConfig:
                 f"TrainConfig.method_config must be a dict, got {type(self.method_config).__name__}"
             )
         try:
-            self.parsed_method_config()
+            parsed = self.parsed_method_config()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"TrainConfig.method_config ({self.method}): {exc}") from exc
         if self.mode not in MODES:
             raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
+        deviations = getattr(parsed, "reference_deviations", lambda: [])()
+        if self.mode == "faithful" and deviations:
+            raise ValueError(
+                "TrainConfig.mode 'faithful' keeps the reference behaviour, but "
+                f"TrainConfig.method_config sets {deviations} away from it"
+            )
         check_n_bits(self.n_bits, "TrainConfig.n_bits")
         for name in ("warmup_epochs", "transition_epoch", "stage2_epochs"):
             if getattr(self, name) < 0:

@@ -57,7 +57,10 @@ class LoopContext:
 
     ``end_epoch(metrics, state_fn)`` is called by every rank after every epoch (when set; else
     ``report(metrics)``); ``state_fn()`` returns the full training state to checkpoint.
-    ``initial_state`` is such a state to resume from.
+    ``initial_state`` is such a state to resume from. ``observe(metrics, encoder, method)``, when
+    set, is called by every rank once after every stage-1/2 epoch (not the warm-up), after
+    validation and before ``end_epoch``: a read-only look at the model (``odh bench findings``);
+    it must not change the modules' state or draw from the loop's random generators.
     """
 
     rank: int = 0
@@ -67,6 +70,7 @@ class LoopContext:
     report: Callable[[dict[str, Any]], None] = lambda metrics: None
     end_epoch: Callable[[dict[str, Any], StateFn], None] | None = None
     initial_state: dict[str, Any] | None = None
+    observe: Callable[[dict[str, Any], nn.Module, HashMethod], None] | None = None
 
     def epoch_done(self, metrics: dict[str, Any], state_fn: StateFn) -> None:
         if self.end_epoch is not None:
@@ -416,6 +420,8 @@ def _fit(
             best_state = _cpu_state(encoder)
         history.append(rec)
         logger.debug("stage %d epoch %d: %s", stage, epoch, rec)
+        if ctx.observe is not None:
+            ctx.observe(rec, encoder, method)
 
         def state_fn(
             epoch: int = epoch,
@@ -459,7 +465,8 @@ def _step_loss(
     rngs: _Rng,
     progress: float,
 ) -> torch.Tensor:
-    """Stage 1: the weak view; stage 2: weak and strong views (the classifier sees the strong)."""
+    """Stage 1: the weak view; stage 2: weak and strong views (the classifier sees the strong),
+    in one encoder pass or, when the method asks (``separate_views``), one pass per view."""
     x, y = data.batch(idx)
     fmt = memory_format(cfg)
     weak = data.normalise(augment(x, WEAK, rngs.gen)).contiguous(memory_format=fmt)
@@ -467,7 +474,8 @@ def _step_loss(
         x_in, x_cls, n_views = weak, weak, 1
     else:
         strong = data.normalise(augment(x, STRONG, rngs.gen)).contiguous(memory_format=fmt)
-        x_in, x_cls, n_views = torch.cat([weak, strong]), strong, 2
+        views = (weak, strong) if method.separate_views else torch.cat([weak, strong])
+        x_in, x_cls, n_views = views, strong, 2
     u, extras = wrapped(x_in, x_cls)
     step = StepInput(
         u=u,

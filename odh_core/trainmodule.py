@@ -28,8 +28,9 @@ class ClassifierView(nn.Module):
 class HashTrainModule(nn.Module):
     """Encoder + the hashing method's own module (centres, classifier, codebook, bank, decoder).
 
-    ``forward(x, x_cls)`` returns the encoder outputs ``u`` for ``x`` and the method's per-step
-    extras (computed here, inside the DDP-wrapped module, so their gradients are reduced).
+    ``forward(x, x_cls)`` returns the encoder outputs ``u`` for ``x`` (a tuple of views: one
+    encoder pass per view, outputs concatenated in order) and the method's per-step extras
+    (computed here, inside the DDP-wrapped module, so their gradients are reduced).
     """
 
     def __init__(self, encoder: nn.Module, method: HashMethod) -> None:
@@ -38,7 +39,11 @@ class HashTrainModule(nn.Module):
         self.method = method
 
     def forward(
-        self, x: torch.Tensor, x_cls: torch.Tensor
+        self, x: torch.Tensor | tuple[torch.Tensor, ...], x_cls: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        u = self.encoder(x)
+        if isinstance(x, tuple):  # one encoder pass per view (own BatchNorm batch statistics)
+            u = torch.cat([self.encoder(v) for v in x])
+            x = torch.cat(x)
+        else:
+            u = self.encoder(x)
         return u, self.method(u, x, x_cls)

@@ -84,6 +84,12 @@ class HashMethod(nn.Module):
     def needs_classifier(self) -> bool:
         return False
 
+    @property
+    def separate_views(self) -> bool:
+        """Stage 2: one encoder pass per view (each with its own BatchNorm batch statistics)
+        instead of one pass over both views concatenated."""
+        return False
+
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 

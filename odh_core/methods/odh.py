@@ -36,6 +36,16 @@ class OdhConfig:
     train_classifier_backbone: bool = option(
         False, help="let L_cls train the backbone too (default: W (+BN) only, backbone frozen)"
     )
+    hc_strong: bool = option(
+        False,
+        help="stage 2: L_hc on the strong view too, averaged over both views (the reference "
+        "supervises the weak view only)",
+    )
+    separate_views: bool = option(
+        False,
+        help="stage 2: one encoder pass per view, each with its own BatchNorm batch statistics "
+        "(the reference encodes both views in one pass)",
+    )
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -45,6 +55,11 @@ class OdhConfig:
                 raise ValueError(f"OdhConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.centres not in CENTRES:
             raise ValueError(f"OdhConfig.centres must be one of {CENTRES}, got {self.centres!r}")
+
+    def reference_deviations(self) -> list[str]:
+        """The stage-2 options set away from the reference code (``mode="faithful"`` refuses
+        them: it keeps the reference behaviour)."""
+        return [name for name in ("hc_strong", "separate_views") if getattr(self, name)]
 
 
 @register_method("odh")
@@ -58,6 +73,10 @@ class OdhMethod(HashMethod):
     @property
     def needs_classifier(self) -> bool:
         return self.config.centres == "semantic"
+
+    @property
+    def separate_views(self) -> bool:
+        return self.config.separate_views
 
     def setup(self, ctx: MethodSetup) -> None:
         self.classifier: nn.Module | None = None
@@ -94,22 +113,37 @@ class OdhMethod(HashMethod):
             feats = self.classifier.features(x_cls)
         return {"centres": centres, "logits": self.classifier.classify_features(feats)}
 
-    def loss(self, step: StepInput, stage: int) -> torch.Tensor:
+    def loss_terms(self, step: StepInput, stage: int) -> dict[str, tuple[float, torch.Tensor]]:
+        """The terms of the loss as ``{name: (weight, unweighted value)}``: ``hc`` (L_hc),
+        ``agg`` (L_agg, stage 2 only) and ``cls`` (L_cls, with the warm-up classifier)."""
         cfg = self.config
         centres, logits, y = step.extras["centres"], step.extras.get("logits"), step.targets
         h = torch.tanh(step.u)
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
         if stage == 1:
-            loss = hash_centre_loss(h, centres, y, tau=cfg.tau)
+            terms["hc"] = (1.0, hash_centre_loss(h, centres, y, tau=cfg.tau))
             if logits is not None:
-                loss = loss + cfg.w_cls_stage1 * classification_loss(logits, y)
-            return loss
+                terms["cls"] = (cfg.w_cls_stage1, classification_loss(logits, y))
+            return terms
         n = len(step.idx)
         h_weak, h_strong = h[:n], h[n:]
         l_hc = hash_centre_loss(h_weak, centres, y, tau=cfg.tau)
-        l_agg = aggregation_loss(h_strong, h_weak, n_pos=step.n_pos, generator=step.generator)
-        loss = l_hc + cfg.w_agg * l_agg
+        if cfg.hc_strong:
+            l_hc = (l_hc + hash_centre_loss(h_strong, centres, y, tau=cfg.tau)) / 2
+        terms["hc"] = (1.0, l_hc)
+        terms["agg"] = (
+            cfg.w_agg,
+            aggregation_loss(h_strong, h_weak, n_pos=step.n_pos, generator=step.generator),
+        )
         if logits is not None:
-            loss = loss + cfg.w_cls_stage2 * classification_loss(logits, y)
+            terms["cls"] = (cfg.w_cls_stage2, classification_loss(logits, y))
+        return terms
+
+    def loss(self, step: StepInput, stage: int) -> torch.Tensor:
+        terms = iter(self.loss_terms(step, stage).values())
+        _, loss = next(terms)  # L_hc, weight 1 (summed as the reference does)
+        for weight, value in terms:
+            loss = loss + weight * value
         return loss
 
     def clip_parameters(self) -> list[nn.Parameter]:
