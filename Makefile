@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ bench-encode: $(STAMP) fashion-mnist
 
 bench-reliability: $(STAMP)
 	$(BIN)/odh bench reliability
+
+bench-capacity: $(STAMP)
+	$(BIN)/odh bench capacity
 
 clean:
 	rm -rf odh-data .pytest_cache .ruff_cache
