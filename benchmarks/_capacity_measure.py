@@ -117,8 +117,8 @@ def measure_point(
                 "recall_at_10": round(recall_at_k(a["dist"], kth, k), 5),  # type: ignore[arg-type]
                 "qps": round(qps, 1),
                 "qps_per_core": round(qps / threads, 1),
-                "p50_ms": round(float(np.percentile(ms, 50)), 4),
-                "p99_ms": round(float(np.percentile(ms, 99)), 4),
+                "p50_ms": round(float(np.percentile(ms, 50)), 5),
+                "p99_ms": round(float(np.percentile(ms, 99)), 5),
                 "singles": len(ms),
             }
         )

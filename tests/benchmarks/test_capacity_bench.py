@@ -17,6 +17,7 @@ from benchmarks._capacity_report import (
     merge_rows,
     project,
     ratios,
+    row_key,
     slo_capacity,
     targets,
 )
@@ -30,7 +31,7 @@ HAVE_USEARCH = importlib.util.find_spec("usearch") is not None
 
 
 def _config(tmp_path: Path, data: tuple[str, ...], append: bool = False) -> Config:
-    sources = ("faiss", "usearch") if HAVE_USEARCH else ("faiss",)
+    sources = ("odh", "faiss", "usearch") if HAVE_USEARCH else ("odh", "faiss")
     return Config(
         n=5000, bits=(64,), data=data, sources=sources, threads=(1, 2), hnsw_m=(8,),
         queries=100, batch=50, batch_s=0.0, singles=5, singles_s=0.01, rounds=1, seed=3,
@@ -51,15 +52,26 @@ def test_whole_bench_on_tiny_sets_writes_json_md_and_frontiers(tmp_path: Path) -
         assert r["n"] == 5000 and r["n_bits"] == 64 and r["threads"] in (1, 2)
         assert r["qps_per_core"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
     sources = {r["source"] for r in rows}
-    assert sources == ({"faiss", "usearch"} if HAVE_USEARCH else {"faiss"})
+    assert sources == ({"odh", "faiss", "usearch"} if HAVE_USEARCH else {"odh", "faiss"})
+    # odh measured beside FAISS at every operating point of every type, with the same recall
+    # where both are exact (flat, IVF probing every list)
+    odh = [r for r in rows if r["source"] == "odh"]
+    assert {r["index_type"] for r in odh} == {"flat", "ivf", "hnsw"}
+    by_key = {row_key(r): r for r in rows}
+    for r in odh:
+        ref = by_key[row_key({**r, "source": "faiss"})]
+        if r["index_type"] == "flat" or r["params"].get("nprobe", 0) >= r["params"].get("nlist", 1):
+            assert r["recall_at_10"] == ref["recall_at_10"] == 1.0
+    assert "## odh / FAISS per operating point" in (tmp_path / "out" / "capacity.md").read_text()
     # exact scan is exact; IVF probing every list is exact too
     assert all(r["recall_at_10"] == 1.0 for r in rows if r["index_type"] == "flat")
     ivf = [r for r in rows if r["index_type"] == "ivf"]
     full = [r for r in ivf if r["params"]["nprobe"] >= r["params"]["nlist"]]
     assert full and all(r["recall_at_10"] == 1.0 for r in full)
     # recall grows with nprobe on the same index
-    one = sorted((r for r in ivf if r["data"] == "clustered" and r["threads"] == 1),
-                 key=lambda r: r["params"]["nprobe"])  # fmt: skip
+    point = ("clustered", 1, "faiss")
+    one = [r for r in ivf if (r["data"], r["threads"], r["source"]) == point]
+    one.sort(key=lambda r: r["params"]["nprobe"])
     assert [r["params"]["nprobe"] for r in one] == [1, 2, 4, 8, 16, 32, 64, 128]
     assert one[0]["recall_at_10"] < one[-1]["recall_at_10"]
     assert {r["params"]["ef_search"] for r in rows if r["index_type"] == "hnsw"} == {
