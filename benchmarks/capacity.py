@@ -34,6 +34,7 @@ from benchmarks._capacity_indexes import (
     build_params,
     build_usearch,
     odh_available,
+    train_shared_ivf,
 )
 from benchmarks._capacity_measure import Budget, measure_point
 from benchmarks._machine import command_line, machine_info
@@ -106,12 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _builds(cfg: Config, index_type: str, codes: CodeSet, params: dict[str, int]) -> list[Built]:
     out = []
+    odh = "odh" in cfg.sources and odh_available()
+    trained = None
+    if index_type == "ivf" and ("faiss" in cfg.sources or odh):
+        trained = train_shared_ivf(codes.db, params["nlist"], cfg.seed, cfg.build_threads)
+        logger.info("IVF quantizer (nlist %d) trained in %.1fs", params["nlist"], trained.train_s)
     if "faiss" in cfg.sources:
-        out.append(build_faiss(index_type, codes.db, params, cfg.seed, cfg.build_threads))
+        out.append(build_faiss(index_type, codes.db, params, cfg.build_threads, trained))
     if "usearch" in cfg.sources and index_type == "hnsw":
         out.append(build_usearch(codes.db, params, cfg.build_threads))
-    if "odh" in cfg.sources and odh_available():
-        out.append(build_odh(index_type, codes.db, params, cfg.seed, cfg.build_threads))
+    if odh:
+        out.append(build_odh(index_type, codes.db, params, cfg.seed, cfg.build_threads, trained))
     for b in out:
         logger.info("%s %s %s built in %.1fs (%.1f B/code RSS, %.1f B/code disk)", b.source,
                     index_type, params, b.build_s, b.ram_bytes / len(codes.db),
