@@ -191,6 +191,16 @@ def markdown(result: dict[str, Any]) -> str:
         "measured interleaved with the odh rows of the same type).",
         "",
     ]
+    loads = [r["loadavg"][0] for r in rows if r.get("loadavg")]
+    if loads:
+        lines += [
+            f"1-minute load average while the rows were measured: {min(loads):.1f}–"
+            f"{max(loads):.1f} on {result['machine'].get('cpus')} CPUs. Above the CPU count, "
+            "every number is slowed by other work, two-thread rows most (a parallel search "
+            "waits for its slowest thread): compare sources within one operating point (they "
+            "were measured interleaved), not rows across blocks.",
+            "",
+        ]
     for data in dict.fromkeys(r["data"] for r in rows):
         mine = [r for r in rows if r["data"] == data]
         info = result.get("data_info", {}).get(data, {})
