@@ -152,8 +152,11 @@ def measure_block(cfg: Config, codes: CodeSet, kth: Any, index_type: str) -> lis
     return rows
 
 
-def write_results(cfg: Config, rows: list[dict], data_info: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite capacity.json/.md and the frontier PNGs from ``rows``."""
+def write_results(
+    cfg: Config, rows: list[dict], data_info: dict[str, Any], command: str | None = None
+) -> dict[str, Any]:
+    """Rewrite capacity.json/.md and the frontier PNGs from ``rows`` (``command``: the command
+    line recorded, default this process's)."""
     import psutil
 
     from benchmarks._capacity_report import (
@@ -170,7 +173,7 @@ def write_results(cfg: Config, rows: list[dict], data_info: dict[str, Any]) -> d
     capacity = slo_capacity(rows, cfg.slo_p99_ms, cfg.slo_recall, memory)
     result = {
         "benchmark": "capacity",
-        "command": command_line(),
+        "command": command or command_line(),
         "machine": machine_info(),
         "config": asdict(cfg),
         "data_info": data_info,
