@@ -255,7 +255,7 @@ def build_odh(
     ram = _rss() - rss0
 
     def search(q: np.ndarray, k: int, p: dict[str, int], n_threads: int) -> np.ndarray:
-        _faiss_threads(n_threads)
+        # the adapter runs its own scan threads (FAISS at one thread in each)
         return np.asarray(adapter.search(q, k, threads=n_threads, **p)[0])
 
     disk = _disk_bytes(lambda path: adapter.save(path))

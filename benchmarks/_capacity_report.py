@@ -198,7 +198,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{max(loads):.1f} on {result['machine'].get('cpus')} CPUs. Above the CPU count, "
             "every number is slowed by other work, two-thread rows most (a parallel search "
             "waits for its slowest thread): compare sources within one operating point (they "
-            "were measured interleaved), not rows across blocks.",
+            "were measured interleaved), not rows across blocks. On an oversubscribed machine "
+            "FAISS's two OpenMP threads wait for each other at every parallel region (the likely "
+            "reason its two-thread rows collapse); odh's scan threads split the batch once.",
             "",
         ]
     for data in dict.fromkeys(r["data"] for r in rows):
