@@ -152,6 +152,18 @@ def measure_block(cfg: Config, codes: CodeSet, kth: Any, index_type: str) -> lis
     return rows
 
 
+def _portable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with paths under the project written relative to it (no machine's paths)."""
+    from benchmarks._capacity_data import REPO_ROOT
+
+    out = dict(config)
+    for key in ("output", "cache_dir", "checkpoint"):
+        value = out.get(key)
+        if value and Path(value).is_absolute() and Path(value).is_relative_to(REPO_ROOT):
+            out[key] = str(Path(value).relative_to(REPO_ROOT))
+    return out
+
+
 def write_results(
     cfg: Config, rows: list[dict], data_info: dict[str, Any], command: str | None = None
 ) -> dict[str, Any]:
@@ -175,7 +187,7 @@ def write_results(
         "benchmark": "capacity",
         "command": command or command_line(),
         "machine": machine_info(),
-        "config": asdict(cfg),
+        "config": _portable(asdict(cfg)),
         "data_info": data_info,
         "slo": {"p99_ms": cfg.slo_p99_ms, "recall": cfg.slo_recall},
         "rows": rows,
