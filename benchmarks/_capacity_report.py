@@ -85,7 +85,8 @@ def targets(rows: Sequence[dict[str, Any]], min_recall: float) -> list[str]:
 
 def _name(r: dict[str, Any]) -> str:
     params = ", ".join(f"{k} {v}" for k, v in r["params"].items())
-    return f"{r['data']} {r['n_bits']}-bit {r['index_type']} {params}, {r['threads']} thr".strip()
+    where = f"{r['data']} {r['n']:,} {r['n_bits']}-bit {r['index_type']}"
+    return f"{where} {params}, {r['threads']} thr"
 
 
 def _bytes_per_code(r: dict[str, Any]) -> float:
@@ -222,11 +223,12 @@ def markdown(result: dict[str, Any]) -> str:
     rat = ratios(rows)
     lines += ["## odh / FAISS per operating point", ""]
     if rat:
-        lines += ["| data | bits | type | params | thr | recall@10 | QPS ratio | p50 ratio |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for x in rat:
+        lines += ["| data | n | bits | type | params | thr | recall@10 | QPS ratio | p50 ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for x in sorted(rat, key=lambda x: (x["data"], *_order({**x, "source": "odh"}))):
             lines.append(
-                f"| {x['data']} | {x['n_bits']} | {x['index_type']} | {_fmt_params(x['params'])} "
+                f"| {x['data']} | {x['n']:,} | {x['n_bits']} | {x['index_type']} | "
+                f"{_fmt_params(x['params'])} "
                 f"| {x['threads']} | {x['recall_at_10']:.3f} | {x['qps_ratio']:.2f} | "
                 f"{x['p50_ratio']:.2f} |"
             )
