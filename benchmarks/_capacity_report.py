@@ -281,10 +281,14 @@ def frontiers(rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
             if r["data"] != data or r["threads"] != 1:
                 continue
             build = {k: v for k, v in r["params"].items() if k in ("m", "nlist")}
-            label = f"{r['source']} {r['index_type']} {_fmt_params(build)} {r['n_bits']}b"
+            size = f"{r['n'] / 1e6:g}M" if r["n"] >= 1_000_000 else f"{r['n'] / 1e3:g}k"
+            label = f"{r['source']} {r['index_type']} {_fmt_params(build)} {r['n_bits']}b {size}"
             xs, ys = series.setdefault(label.replace(" - ", " "), ([], []))
             xs.append(r["qps_per_core"])
             ys.append(r["recall_at_10"])
+        for label, (xs, ys) in series.items():  # along the sweep: recall rising, QPS falling
+            pts = sorted(zip(ys, xs, strict=True), key=lambda p: (p[0], -p[1]))
+            series[label] = ([x for _, x in pts], [y for y, _ in pts])
         if series:
             path = str(out / f"capacity_{data}.png")
             paths.append(
