@@ -4,7 +4,7 @@
 
 1. Synthetic clustered codes (``--n``, ``--bits``) → ``indexer.build.build`` (``--shards`` shards).
 2. nprobe = the smallest of a sweep whose tie-aware recall@10 vs brute force is ≥ ``--recall``.
-3. In-process ``indexer.shards.search_shards``: single queries and batches of ``--batch``.
+3. In-process ``indexer.search.open_index(...).search``: single queries and batches of ``--batch``.
 4. The Serve app on 127.0.0.1 behind each proxy mode (``--proxies``): ``default`` (Serve's HTTP
    proxy actor), ``haproxy`` (``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy forwards HTTP to the
    ingress replica) and ``throughput`` (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: gRPC between Serve
@@ -198,7 +198,7 @@ def run(config: Config) -> int:
     import faiss
 
     from indexer.manifest import read_manifest
-    from indexer.shards import load_shard, search_shards
+    from indexer.search import open_index
 
     # the same FAISS threads in-process as the served searchers have in all (the machine's
     # cores, split over the groups there), so the batched ratio compares like with like
@@ -215,11 +215,11 @@ def run(config: Config) -> int:
         index_dir, build_s = _build_index(args, db, work)
         del db
         manifest = read_manifest(index_dir)
-        shards = [load_shard(index_dir, e) for e in manifest.shards]
+        group = open_index(index_dir, manifest=manifest)
         sweep = {}
         nprobe = NPROBE_SWEEP[-1]
         for p in NPROBE_SWEEP:
-            d, _ = search_shards(shards, queries, k, p)
+            d, _ = group.search(queries, k, nprobe=p)
             sweep[p] = recall_at_k(d, kth, k)
             logger.info("nprobe %d: recall@10 %.4f", p, sweep[p])
             if sweep[p] >= args.recall:
@@ -227,7 +227,7 @@ def run(config: Config) -> int:
                 break
 
         def inproc(q: np.ndarray) -> np.ndarray:
-            return search_shards(shards, q, k, nprobe)[0]
+            return group.search(q, k, nprobe=nprobe, threads=os.cpu_count() or 1)[0]
 
         single_q = queries[: args.singles]
         np.save(work / "queries.npy", queries)

@@ -114,7 +114,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         ("build",),
-        "build FAISS IndexBinaryIVF shards from code parts (resumable), or append/delete",
+        "build index shards (ivf, hnsw or flat) from code parts (resumable), or append/delete",
         jobs.cmd_build,
         ("cluster.commands.jobs:BuildTargetConfig", "indexer.build:BuildConfig", _RUNTIME),
     ),

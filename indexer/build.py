@@ -1,4 +1,6 @@
-"""Build a sharded index: one quantizer trained once, Ray tasks fill IVF shards, manifest last.
+"""Build a sharded index of one index type (``ivf``, ``hnsw``, ``flat``): for ``ivf`` one quantizer
+trained once; Ray tasks fill the shards; the search defaults for a target recall are measured on
+the built index; the manifest is written last.
 
 Builds are resumable: a rerun with the same codes and configuration reuses the trained quantizer
 and every finished shard (see :mod:`indexer.build_state`) and builds only what is missing.
@@ -18,6 +20,7 @@ import pyarrow as pa
 from indexer import storage
 from indexer.build_state import build_key, finished_shard, quantizer_ok, write_state
 from indexer.codes import code_arrays, read_codes, read_encode_info
+from indexer.index_types.registry import list_index_types, make_params
 from indexer.manifest import (
     Manifest,
     ShardEntry,
@@ -54,17 +57,27 @@ __all__ = [
 class BuildConfig:
     """Parameters of one index build.
 
-    ``quantizer``: ``"flat"`` (exact assignment) or ``"hnsw"`` (an ``IndexBinaryHNSW`` over the
-    centroids, for large ``nlist``). ``resume``: reuse a matching quantizer and finished shards.
+    ``index_type``: ``ivf`` (inverted lists over a binary k-means quantizer: ``nlist``,
+    ``quantizer``, ``hnsw_m``, ``train_size``, ``seed``, ``niter``), ``hnsw`` (a graph per shard:
+    ``graph_m``, ``ef_construction``) or ``flat`` (exact). ``quantizer``: ``"flat"`` (exact
+    assignment) or ``"hnsw"`` (an ``IndexBinaryHNSW`` over the centroids, for large ``nlist``).
+    ``target_recall``: the build measures the cheapest search parameter (``nprobe`` /
+    ``ef_search``) reaching this tie-aware recall@10 on 200 of the indexed codes and records it as
+    the index's search default (0: none; an omitted ``nprobe`` then scans every list).
+    ``resume``: reuse a matching quantizer and finished shards.
     """
 
     n_shards: int = option(4, help="index shards", flag="--shards")
+    index_type: str = option("ivf", help="index type", choices=list_index_types)
     nlist: int | None = option(None, help="IVF lists (default ~4·sqrt(n))")
     train_size: int = option(100_000, help="quantizer training sample")
     seed: int = option(0, help="seed of the training sample")
     niter: int = option(20, help="k-means iterations of the quantizer")
     quantizer: str = option("flat", help="coarse quantizer", choices=list_quantizers)
     hnsw_m: int = option(16, help="HNSW graph degree (--quantizer hnsw)")
+    graph_m: int = option(32, help="HNSW graph degree M (--index-type hnsw)")
+    ef_construction: int = option(40, help="HNSW build beam width (--index-type hnsw)")
+    target_recall: float = option(0.95, help="recall@10 the recorded search default reaches")
     task_num_cpus: float = option(SHARD_TASK_CPUS, help="CPUs per shard-build task")
     faiss_threads: int = option(1, help="FAISS threads per shard-build task")
     resume: bool = option(True, help="rebuild even finished shards", flag="--no-resume")
@@ -84,10 +97,40 @@ class BuildConfig:
             )
         if self.hnsw_m < 2:
             raise ValueError(f"BuildConfig.hnsw_m must be >= 2, got {self.hnsw_m}")
+        if self.index_type not in list_index_types():
+            raise ValueError(
+                f"BuildConfig.index_type must be one of {list_index_types()}, "
+                f"got {self.index_type!r}"
+            )
+        if self.graph_m < 2:
+            raise ValueError(f"BuildConfig.graph_m must be >= 2, got {self.graph_m}")
+        if self.ef_construction < 1:
+            raise ValueError(
+                f"BuildConfig.ef_construction must be >= 1, got {self.ef_construction}"
+            )
+        if not 0.0 <= self.target_recall <= 1.0:
+            raise ValueError(
+                f"BuildConfig.target_recall must be in [0, 1], got {self.target_recall}"
+            )
         if not self.task_num_cpus > 0:
             raise ValueError(f"BuildConfig.task_num_cpus must be > 0, got {self.task_num_cpus}")
         if self.faiss_threads < 1:
             raise ValueError(f"BuildConfig.faiss_threads must be >= 1, got {self.faiss_threads}")
+
+
+def index_params(cfg: BuildConfig, nlist: int) -> dict[str, Any]:
+    """The index type's build parameters from the config (what the manifest records)."""
+    if cfg.index_type == "ivf":
+        params = {
+            "nlist": nlist, "quantizer": cfg.quantizer, "hnsw_m": cfg.hnsw_m,
+            "train_size": cfg.train_size, "seed": cfg.seed, "niter": cfg.niter,
+        }  # fmt: skip
+    elif cfg.index_type == "hnsw":
+        params = {"M": cfg.graph_m, "ef_construction": cfg.ef_construction}
+    else:
+        params = {}
+    make_params(cfg.index_type, params)  # validated by the type's params dataclass
+    return params
 
 
 def meta_table(table: pa.Table) -> pa.Table:
@@ -174,6 +217,35 @@ def _run_tasks(refs: dict[int, Any], n_total: int, n_reused: int) -> dict[int, d
     return results
 
 
+def _with_search_defaults(
+    manifest: Manifest,
+    output: str,
+    codes: np.ndarray,
+    cfg: BuildConfig,
+    storage_options: dict[str, Any] | None,
+) -> Manifest:
+    """``manifest`` with the measured search default for ``cfg.target_recall`` (see
+    ``indexer.search.recommend_search_defaults``) and the recall it reached in ``build``."""
+    from indexer.search import open_index, recommend_search_defaults
+
+    if cfg.target_recall <= 0:
+        return manifest
+    t0 = time.perf_counter()
+    index = open_index(output, manifest=manifest, storage_options=storage_options)
+    found, recall = recommend_search_defaults(
+        index, codes, target_recall=cfg.target_recall, seed=cfg.seed
+    )
+    del index
+    if not found:
+        return manifest
+    logger.info(
+        "build: search default %s reaches recall@10 %.3f on 200 indexed codes (%.2f s)",
+        found, recall, time.perf_counter() - t0,
+    )  # fmt: skip
+    build_config = {**manifest.build_config, "search_default_recall_at_10": round(recall, 4)}
+    return replace(manifest, search_defaults=found, build_config=build_config)
+
+
 def build(
     codes: str,
     output: str,
@@ -203,27 +275,36 @@ def build(
     t0 = time.perf_counter()
     info, n_bits, table, ids, code_arr = read_code_set(codes, storage_options)
     n = len(ids)
-    n_lists = cfg.nlist if cfg.nlist is not None else default_nlist(n)
+    ivf = cfg.index_type == "ivf"
+    n_lists = (cfg.nlist if cfg.nlist is not None else default_nlist(n)) if ivf else 1
+    params = index_params(cfg, n_lists)
     key_cfg = {
         "nlist": n_lists, "n_shards": cfg.n_shards, "train_size": cfg.train_size,
         "seed": cfg.seed, "niter": cfg.niter, "quantizer": cfg.quantizer, "hnsw_m": cfg.hnsw_m,
     }  # fmt: skip
+    if not ivf:  # keys of ivf builds stay as they were (resume across this change)
+        key_cfg = {"index_type": cfg.index_type, "n_shards": cfg.n_shards, **params}
     key = build_key(ids, code_arr, n_bits, key_cfg)
     logger.info(
-        "build: %d codes of %d bits, nlist %d (%s quantizer), %d shards (read in %.2f s)",
-        n, n_bits, n_lists, cfg.quantizer, cfg.n_shards, time.perf_counter() - t0,
+        "build: %d codes of %d bits, index type %s %s, %d shards (read in %.2f s)",
+        n, n_bits, cfg.index_type, params, cfg.n_shards, time.perf_counter() - t0,
     )  # fmt: skip
 
     storage.makedirs(output, storage_options)
     # Never write into a generation that may be served: the new files go to gen-NNNNNN/ of a
     # generation above every existing one, and the manifest pointer moves last.
     current = current_generation(output, storage_options)
-    state = quantizer_ok(output, key, storage_options) if cfg.resume else None
+    state = quantizer_ok(output, key, storage_options) if cfg.resume and ivf else None
     if state is not None and state.generation > current:
         generation = state.generation  # finish the same unpublished generation
     else:
         generation = next_generation(output, storage_options)
-    if state is not None:
+    quantizer: bytes | None = None
+    quantizer_file: str | None = None
+    quantizer_sha: str | None = None
+    if not ivf:
+        pass  # hnsw and flat shards need no trained quantizer
+    elif state is not None:
         quantizer_file, quantizer_sha = state.quantizer_file, state.quantizer_sha256
         quantizer = storage.read_bytes(storage.join(output, quantizer_file), storage_options)
         logger.info("build: resuming; reusing the trained quantizer %s", quantizer_file)
@@ -260,7 +341,7 @@ def build(
         logger.info("build: resuming; %d of %d shards already finished", len(results), cfg.n_shards)
     # SPREAD: shard builds are memory-heavy and independent, so they go to different nodes.
     fill = ray.remote(num_cpus=cfg.task_num_cpus, scheduling_strategy="SPREAD")(fill_shard)
-    quantizer_ref = ray.put(quantizer)
+    quantizer_ref = ray.put(quantizer) if quantizer is not None else None
     fail = _fail_shard()
     refs = {}
     for s in range(cfg.n_shards):
@@ -269,7 +350,7 @@ def build(
         rows = order[bounds[s] : bounds[s + 1]]
         refs[s] = fill.remote(
             quantizer_ref, table.take(pa.array(rows)), n_bits, output, s, key,
-            cfg.faiss_threads, storage_options, fail == s, generation,
+            cfg.faiss_threads, storage_options, fail == s, generation, cfg.index_type, params,
         )  # fmt: skip
     results.update(_run_tasks(refs, cfg.n_shards, len(results)))
     shards = tuple(
@@ -301,7 +382,10 @@ def build(
             **{k: v for k, v in asdict(cfg).items() if k != "resume"}, "nlist": n_lists,
             "codes": codes,
         },
+        index_type=cfg.index_type,
+        index_params=params,
     )  # fmt: skip
+    manifest = _with_search_defaults(manifest, output, code_arr, cfg, storage_options)
     if current and _same_index(output, manifest, current, storage_options):
         logger.info("build: %s already holds exactly this index (generation %d)", output, current)
         return read_manifest(output, storage_options)

@@ -29,7 +29,8 @@ from odh_core.packing import check_n_bits
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: the ``index`` block (type, params, search defaults); a version-1 manifest loads as ``ivf``.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 _GEN_DIR_RE = re.compile(r"^gen-(\d{6})$")
 
@@ -94,17 +95,21 @@ class ShardEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """An index generation: code length, coarse quantizer, encoder provenance and shards.
+    """An index generation: code length, index type, coarse quantizer, encoder provenance, shards.
 
-    JSON layout (format version 1): ``quantizer: {file, sha256}``, ``encoder: {checkpoint,
-    sha256}``, ``build`` (the build config), ``deleted: {ids, count}`` and the derived ``ntotal``;
-    read and written by :mod:`odh_core.formats` (unknown fields ignored, version checked).
+    JSON layout (format version 2): ``index: {type, params, search_defaults}``, ``quantizer:
+    {file, sha256}`` (``null`` for types without one: ``hnsw``, ``flat``), ``encoder:
+    {checkpoint, sha256}``, ``build`` (the build config), ``deleted: {ids, count}`` and the
+    derived ``ntotal``; read and written by :mod:`odh_core.formats` (unknown fields ignored,
+    version checked). A format-1 manifest (no ``index`` block) loads as an ``ivf`` index with no
+    search defaults. ``nlist`` is 1 for types without lists. ``search_defaults`` are the search
+    parameters a request that omits them gets (e.g. ``{"nprobe": 8}``, chosen at build time).
     """
 
     n_bits: int
     nlist: int
-    quantizer_file: str = field(metadata=json_path("quantizer", "file"))
-    quantizer_sha256: str = field(metadata=json_path("quantizer", "sha256"))
+    quantizer_file: str | None = field(metadata=json_path("quantizer", "file"))
+    quantizer_sha256: str | None = field(metadata=json_path("quantizer", "sha256"))
     shards: tuple[ShardEntry, ...]
     encoder_checkpoint: str | None = field(
         default=None, metadata=json_path("encoder", "checkpoint")
@@ -114,6 +119,13 @@ class Manifest:
     metric: str = "hamming"
     build_config: dict[str, Any] = field(default_factory=dict, metadata=json_path("build"))
     deleted_ids: tuple[int, ...] = field(default=(), metadata=json_path("deleted", "ids"))
+    index_type: str = field(default="ivf", metadata=json_path("index", "type"))
+    index_params: dict[str, Any] = field(
+        default_factory=dict, metadata=json_path("index", "params")
+    )
+    search_defaults: dict[str, Any] = field(
+        default_factory=dict, metadata=json_path("index", "search_defaults")
+    )
     format_version: int = FORMAT_VERSION
 
     __json_source__: ClassVar[str] = MANIFEST_FILE
@@ -132,7 +144,16 @@ class Manifest:
             raise ValueError(f"manifest generation must be >= 1, got {self.generation}")
         if not self.shards:
             raise ValueError("manifest shards: the index has no shards (an empty shard list)")
-        check_relative_path(self.quantizer_file, "manifest quantizer.file")
+        from indexer.index_types.registry import list_index_types
+
+        if self.index_type not in list_index_types():
+            raise ValueError(
+                f"manifest index.type must be one of {list_index_types()}, got {self.index_type!r}"
+            )
+        if self.quantizer_file is not None:
+            check_relative_path(self.quantizer_file, "manifest quantizer.file")
+        elif self.index_type == "ivf":
+            raise ValueError("manifest quantizer.file: an ivf index needs its quantizer file")
         numbers = [s.shard for s in self.shards]
         if len(set(numbers)) != len(numbers):
             raise ValueError(f"manifest shards: shard numbers repeat: {sorted(numbers)}")
@@ -155,6 +176,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = MANIFEST_FILE) -> Manifest:
+        if isinstance(obj, dict) and obj.get("format_version") == 1:
+            # format 1 predates index types: every such index is an ivf one
+            obj = {**obj, "format_version": FORMAT_VERSION}
+            obj.pop("index", None)
         return formats.from_json(cls, obj, source)
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 from indexer import storage
 from indexer.build_state import write_marker
 from indexer.codes import code_arrays
+from indexer.index_types.base import IndexType, write_index_file
 from indexer.manifest import gen_dir
 from indexer.quantizer import index_from_bytes
 
@@ -49,25 +48,8 @@ def meta_file(shard: int, generation: int = 1) -> str:
 def write_index(
     index: faiss.IndexBinary, uri: str, storage_options: dict[str, Any] | None
 ) -> tuple[str, int]:
-    """Write a binary index (temp file + rename locally, one put remotely); ``(sha256, bytes)``."""
-    import faiss
-
-    fs, path = storage.url_to_fs(uri, storage_options)
-    if storage.is_local(fs):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            faiss.write_index_binary(index, tmp)
-            digest = storage.sha256_of(tmp)
-            size = os.path.getsize(tmp)
-            storage.replace_local(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return digest, size
-    data = faiss.serialize_index_binary(index).tobytes()
-    storage.write_bytes_atomic(uri, data, storage_options)
-    return storage.sha256_bytes(data), len(data)
+    """Write a FAISS binary index atomically; ``(sha256, bytes)`` (see ``write_index_file``)."""
+    return write_index_file(index, uri, storage_options)
 
 
 def write_table(
@@ -87,16 +69,17 @@ SHARD_TASK_CPUS: float = 1.0
 
 
 def write_shard(
-    ivf: faiss.IndexBinaryIVF,
+    index: IndexType,
     meta: pa.Table,
     output: str,
     shard: int,
     generation: int,
     storage_options: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Write a shard's index and meta files; returns the manifest entry fields."""
+    """Write a shard's index (an index-type adapter) and meta files; returns the manifest entry
+    fields."""
     file, mfile = shard_file(shard, generation), meta_file(shard, generation)
-    sha, nbytes = write_index(ivf, storage.join(output, file), storage_options)
+    sha, nbytes = index.save(storage.join(output, file), storage_options)
     meta_sha, meta_bytes = write_table(meta, storage.join(output, mfile), storage_options)
     return {
         "shard": shard,
@@ -104,14 +87,14 @@ def write_shard(
         "sha256": sha,
         "meta_file": mfile,
         "meta_sha256": meta_sha,
-        "ntotal": int(ivf.ntotal),
+        "ntotal": int(index.ntotal),
         "bytes": nbytes,
         "meta_bytes": meta_bytes,
     }
 
 
 def fill_shard(
-    quantizer: bytes,
+    quantizer: bytes | None,
     meta: pa.Table,
     n_bits: int,
     output: str,
@@ -121,9 +104,12 @@ def fill_shard(
     storage_options: dict[str, Any] | None,
     fail: bool = False,
     generation: int = 1,
+    index_type: str = "ivf",
+    index_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ray task body: add one shard's codes to a copy of the trained IVF, write its files under
-    ``gen-NNNNNN/`` of ``generation`` (a generation not yet published), then its marker.
+    """Ray task body: add one shard's codes to a new index of ``index_type`` (for ``ivf``: a
+    copy of the trained ``quantizer``), write its files under ``gen-NNNNNN/`` of
+    ``generation`` (a generation not yet published), then its marker.
 
     ``fail=True`` (set by the driver from ``$ODH_BUILD_FAIL_SHARD``) raises before the files are
     written — a test hook that simulates a build killed part-way.
@@ -134,11 +120,10 @@ def fill_shard(
     t0 = time.perf_counter()
     if fail:
         raise RuntimeError(f"shard {shard}: injected failure (${FAIL_ENV})")
-    ivf = index_from_bytes(quantizer)
+    index = new_shard_index(index_type, n_bits, index_params, quantizer)
     ids, codes = code_arrays(meta, n_bits, source=f"shard {shard}")
-    if len(ids):
-        ivf.add_with_ids(codes, ids)
-    entry = write_shard(ivf, meta, output, shard, generation, storage_options)
+    index.add(codes, ids)
+    entry = write_shard(index, meta, output, shard, generation, storage_options)
     write_marker(output, shard, build_key, entry, storage_options)
     entry["seconds"] = time.perf_counter() - t0
     return entry
@@ -153,6 +138,8 @@ def update_shard(
     generation: int,
     faiss_threads: int,
     storage_options: dict[str, Any] | None,
+    index_type: str = "ivf",
+    index_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Ray task body for append/delete: write a new generation of one shard's files."""
     import faiss
@@ -162,21 +149,41 @@ def update_shard(
 
     faiss.omp_set_num_threads(faiss_threads)
     shard_entry = ShardEntry.from_json(entry)
-    ivf = load_shard(index_dir, shard_entry, storage_options=storage_options)
+    index = load_shard(
+        index_dir, shard_entry, index_type=index_type, index_params=index_params,
+        storage_options=storage_options,
+    )  # fmt: skip
     meta = load_meta(index_dir, shard_entry, storage_options=storage_options)
     if remove_ids is not None and len(remove_ids):
         remove_ids = np.asarray(remove_ids, dtype=np.int64)
-        removed = ivf.remove_ids(faiss.IDSelectorBatch(remove_ids))
+        removed = index.remove(remove_ids)
         if removed != len(remove_ids):
             raise RuntimeError(f"shard {shard_entry.shard}: removed {removed} of {len(remove_ids)}")
         keep = ~np.isin(meta.column("id").to_numpy(), remove_ids)
         meta = meta.filter(pa.array(keep))
     if add is not None and add.num_rows:
         ids, codes = code_arrays(add, n_bits, source=f"shard {shard_entry.shard} (append)")
-        ivf.add_with_ids(codes, ids)
+        index.add(codes, ids)
         meta = pa.concat_tables([meta, add.select(meta.column_names).cast(meta.schema)])
-    if ivf.ntotal != meta.num_rows:
+    if index.ntotal != meta.num_rows:
         raise RuntimeError(
-            f"shard {shard_entry.shard}: index holds {ivf.ntotal}, meta {meta.num_rows} rows"
+            f"shard {shard_entry.shard}: index holds {index.ntotal}, meta {meta.num_rows} rows"
         )
-    return write_shard(ivf, meta, index_dir, shard_entry.shard, generation, storage_options)
+    return write_shard(index, meta, index_dir, shard_entry.shard, generation, storage_options)
+
+
+def new_shard_index(
+    index_type: str, n_bits: int, index_params: dict[str, Any] | None, quantizer: bytes | None
+) -> IndexType:
+    """An empty shard index of ``index_type``: for ``ivf`` a copy of the trained ``quantizer``
+    (serialised ``IndexBinaryIVF``), for the others a new index from ``index_params``."""
+    from indexer.index_types.registry import create_index_type, make_params
+
+    if index_type == "ivf":
+        if quantizer is None:
+            raise ValueError("index type 'ivf': a shard needs the trained quantizer")
+        from indexer.index_types.ivf import IvfIndex
+
+        params = make_params("ivf", index_params) if index_params else None
+        return IvfIndex.from_faiss(index_from_bytes(quantizer), params)
+    return create_index_type(index_type, n_bits, **(index_params or {}))

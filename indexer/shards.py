@@ -1,10 +1,12 @@
-"""Shard assignment, loading (with sha256 verification) and an exact in-process sharded search."""
+"""Shard assignment and loading (with sha256 verification) of an index's shards and metadata.
+
+Searching is :mod:`indexer.search` (one searchable per group of shards).
+"""
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer import storage
+from indexer.index_types.base import MISSING_DISTANCE, IndexType, read_index_file
 from indexer.manifest import Manifest, ShardEntry
 
 if TYPE_CHECKING:
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-MISSING_DISTANCE = np.iinfo(np.int32).max
+
+__all__ = ["MISSING_DISTANCE", "load_meta", "load_quantizer", "load_shard", "shard_of"]
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:
@@ -44,62 +48,40 @@ def shard_of(ids: np.ndarray, n_shards: int) -> np.ndarray:
     return (splitmix64(ids.astype(np.int64)) % np.uint64(n_shards)).astype(np.int64)
 
 
-def _read_index_bytes(data: bytes) -> faiss.IndexBinary:
-    import faiss
-
-    return faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
-
-
-def _load_verified(
-    uri: str,
-    expected_sha256: str | None,
-    *,
-    mmap: bool = False,
-    storage_options: dict[str, Any] | None = None,
-) -> faiss.IndexBinary:
-    import faiss
-
-    fs, path = storage.url_to_fs(uri, storage_options)
-    if mmap:
-        if not storage.is_local(fs):
-            raise ValueError(f"{uri}: mmap=True needs a local file")
-        if expected_sha256 is not None:
-            got = storage.sha256_of(uri, storage_options)
-            if got != expected_sha256:
-                raise ValueError(f"{uri}: sha256 mismatch (expected {expected_sha256}, got {got})")
-        return faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
-    data = storage.read_bytes(uri, storage_options)
-    if expected_sha256 is not None:
-        got = storage.sha256_bytes(data)
-        if got != expected_sha256:
-            raise ValueError(f"{uri}: sha256 mismatch (expected {expected_sha256}, got {got})")
-    return _read_index_bytes(data)
-
-
 def load_shard(
     index_dir: str,
     entry: ShardEntry,
     *,
+    manifest: Manifest | None = None,
+    index_type: str = "ivf",
+    index_params: dict[str, Any] | None = None,
     verify: bool = True,
     mmap: bool = False,
     storage_options: dict[str, Any] | None = None,
-) -> faiss.IndexBinaryIVF:
-    """Load one shard's ``IndexBinaryIVF``; verifies sha256 (ValueError naming the file).
+) -> IndexType:
+    """Load one shard as its index-type adapter: ``manifest``'s type and parameters when given,
+    else ``index_type`` / ``index_params``.
 
-    ``mmap=True`` memory-maps a local file (``IO_FLAG_MMAP``; the index is then read-only).
+    Verifies the file's sha256 (ValueError naming the file) and its ``ntotal`` against the
+    manifest. ``mmap=True`` memory-maps a local file (``IO_FLAG_MMAP``; read-only).
     """
-    import faiss
+    from indexer.index_types.registry import get_index_type, make_params
 
+    if manifest is not None:
+        index_type, index_params = manifest.index_type, manifest.index_params
+    cls = get_index_type(index_type)
+    params = make_params(index_type, index_params) if index_params else None
     uri = storage.join(index_dir, entry.file)
-    index = _load_verified(
+    index = read_index_file(
         uri, entry.sha256 if verify else None, mmap=mmap, storage_options=storage_options
     )
-    if not isinstance(index, faiss.IndexBinaryIVF):
-        raise ValueError(f"{uri}: expected an IndexBinaryIVF, got {type(index).__name__}")
-    ivf = index
-    if ivf.ntotal != entry.ntotal:
-        raise ValueError(f"{uri}: ntotal {ivf.ntotal} differs from the manifest's {entry.ntotal}")
-    return ivf
+    try:
+        part = cls.from_faiss(index, params)
+    except TypeError as exc:
+        raise ValueError(f"{uri}: index type {index_type!r}: {exc}") from None
+    if part.ntotal != entry.ntotal:
+        raise ValueError(f"{uri}: ntotal {part.ntotal} differs from the manifest's {entry.ntotal}")
+    return part
 
 
 def load_quantizer(
@@ -109,9 +91,11 @@ def load_quantizer(
     verify: bool = True,
     storage_options: dict[str, Any] | None = None,
 ) -> faiss.IndexBinaryIVF:
-    """Load the trained, empty ``IndexBinaryIVF`` that every shard shares."""
+    """Load the trained, empty ``IndexBinaryIVF`` that every shard of an ivf index shares."""
+    if manifest.quantizer_file is None:
+        raise ValueError(f"{index_dir}: index type {manifest.index_type!r} has no quantizer")
     uri = storage.join(index_dir, manifest.quantizer_file)
-    return _load_verified(
+    return read_index_file(
         uri, manifest.quantizer_sha256 if verify else None, storage_options=storage_options
     )
 
@@ -131,53 +115,3 @@ def load_meta(
         if got != entry.meta_sha256:
             raise ValueError(f"{uri}: sha256 mismatch (expected {entry.meta_sha256}, got {got})")
     return pq.read_table(io.BytesIO(data))
-
-
-def merge_results(
-    distances: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard top-k lists by (distance, id); empty slots: id -1, distance int32 max."""
-    d = np.concatenate([np.asarray(x, dtype=np.int64) for x in distances], axis=1)
-    i = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids], axis=1)
-    missing = i < 0
-    d = np.where(missing, np.int64(MISSING_DISTANCE), d)
-    i_sort = np.where(missing, np.iinfo(np.int64).max, i)
-    order = np.lexsort((i_sort, d), axis=1)[:, :k]
-    d_out = np.take_along_axis(d, order, axis=1).astype(np.int32)
-    i_out = np.take_along_axis(i, order, axis=1)
-    i_out[d_out == MISSING_DISTANCE] = -1
-    if d_out.shape[1] < k:
-        pad = k - d_out.shape[1]
-        d_out = np.pad(d_out, ((0, 0), (0, pad)), constant_values=MISSING_DISTANCE)
-        i_out = np.pad(i_out, ((0, 0), (0, pad)), constant_values=-1)
-    return d_out, i_out
-
-
-def search_shards(
-    indexes: Sequence[faiss.IndexBinaryIVF],
-    query_codes: np.ndarray,
-    k: int,
-    nprobe: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Search every shard with ``nprobe`` and merge exactly by (distance, id).
-
-    Returns ``(D int32[nq, k], I int64[nq, k])``; slots without a result hold id -1.
-    """
-    import faiss
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if nprobe < 1:
-        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-    if not indexes:
-        raise ValueError("search_shards: no indexes given")
-    q = np.ascontiguousarray(query_codes, dtype=np.uint8)
-    if q.ndim != 2 or q.shape[1] * 8 != indexes[0].d:
-        raise ValueError(f"query_codes must be uint8[nq, {indexes[0].d // 8}], got shape {q.shape}")
-    params = faiss.SearchParametersIVF(nprobe=nprobe)
-    ds, is_ = [], []
-    for index in indexes:
-        d, i = index.search(q, k, params=params)
-        ds.append(d)
-        is_.append(i)
-    return merge_results(ds, is_, k)

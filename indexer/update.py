@@ -1,5 +1,8 @@
 """Changing a built index in place: append new codes and delete ids, one generation at a time.
 
+Every index type appends; ``delete`` is refused (before any work, naming the type) for types
+whose adapter cannot remove ids (``hnsw``).
+
 Both rewrite only the shards that own the affected ids (by the same ``shard_of`` hash) into a new
 generation directory ``gen-NNNNNN/`` (one past every existing generation; the new manifest still
 names the untouched shards' files of older generations), then publish the manifest last. Nothing
@@ -73,6 +76,8 @@ def _apply(
             generation,
             faiss_threads,
             storage_options,
+            manifest.index_type,
+            manifest.index_params,
         )
         for s, (add, remove) in jobs.items()
     }
@@ -138,6 +143,18 @@ def append(
     return new
 
 
+def check_can_remove(manifest: Manifest, index_dir: str) -> None:
+    """ValueError naming the index type when its shards cannot remove ids (``hnsw``)."""
+    from indexer.index_types.registry import get_index_type
+
+    if not get_index_type(manifest.index_type).can_remove:
+        raise ValueError(
+            f"delete: {index_dir} is an index of type {manifest.index_type!r}, which cannot "
+            "remove ids (no tombstones either: a search would silently return fewer hits); "
+            "rebuild it without these ids, or build it with --index-type ivf or flat"
+        )
+
+
 def read_id_file(path: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """Ids from a text file: integers separated by whitespace or commas (``#`` starts a comment)."""
     text = storage.read_bytes(path, storage_options).decode("utf-8")
@@ -170,6 +187,7 @@ def delete(
     if ids.min() < 0:
         raise ValueError("delete: ids must be >= 0")
     manifest = read_manifest(index_dir, storage_options)
+    check_can_remove(manifest, index_dir)
     held = _shard_ids(index_dir, manifest, storage_options)
     assignment = shard_of(ids, manifest.n_shards)
     jobs: dict[int, tuple[pa.Table | None, np.ndarray | None]] = {}

@@ -151,6 +151,7 @@ def build_app(args: Mapping[str, Any] | ServeConfig) -> serve.Application:
         "deploy_id": uuid.uuid4().hex,
         "reload_roots": cfg.reload_roots,
         "nlist": int(manifest.nlist),
+        "default_nprobe": manifest.search_defaults.get("nprobe"),
         "ntotal": int(sum(int(e.ntotal) for e in manifest.shards)),
         "shards": len(manifest.shards),
         "group_shards": layout,

@@ -296,7 +296,11 @@ class Ingress(ImageSetSource, QueryRouter):
                 self.limits.max_request_pixels,
             )
         nlist = self.served.info.get("nlist")
-        cost = admission.search_cost(request.n_queries, request.k, request.nprobe, nlist)
+        # an omitted nprobe is the index's recorded default (else every list)
+        nprobe = (
+            request.nprobe if request.nprobe is not None else self.served.info.get("default_nprobe")
+        )
+        cost = admission.search_cost(request.n_queries, request.k, nprobe, nlist)
         self.cost_gate.admit(cost)
         return cost
 

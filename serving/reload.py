@@ -132,6 +132,7 @@ def _info_of(
         "generation": int(manifest.generation),
         "digest": digest,
         "nlist": int(manifest.nlist),
+        "default_nprobe": manifest.search_defaults.get("nprobe"),
         "ntotal": int(sum(int(e.ntotal) for e in manifest.shards)),
         "shards": len(manifest.shards),
         "group_shards": layout,

@@ -1,10 +1,11 @@
-"""Searcher groups: one Serve replica holds a group of index shards and answers exact merged top-k.
+"""Searcher groups: one Serve replica holds a group of index shards and answers their top-k.
 
 ``ShardGroup`` is the plain class (usable in-process); ``Searcher`` is the same class wrapped as a
-Ray Serve deployment. A group loads its shards with ``indexer.shards.load_shard`` (sha256 verified)
-and their metadata with ``indexer.shards.load_meta``; ids are kept sorted so ``id → row`` is a
-``numpy.searchsorted``. All shards of an index share one coarse quantizer, so searching every shard
-with the same ``nprobe`` and merging by ``(distance, id)`` equals a global IVF search.
+Ray Serve deployment. Searching is the indexer's one search path: the group's shards load as ONE
+searchable (``indexer.search.open_index``; for ivf the shards' lists are joined into one scan
+array, tie-exact by ``(distance, id)``). This module keeps the serving concerns: ``key`` /
+``label`` of every hit (from ``indexer.shards.load_meta``; ids kept sorted so ``id → row`` is a
+``numpy.searchsorted``), code lookup and generations.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from ray import serve
-
-from serving.merge import merge_topk
 
 logger = logging.getLogger(__name__)
 
@@ -45,38 +44,6 @@ def _column_or_nulls(table: pa.Table, name: str, typ: pa.DataType) -> pa.Chunked
     return pa.chunked_array([pa.nulls(table.num_rows, type=typ)])
 
 
-def _search_tie_complete(
-    index: Any, codes: np.ndarray, k: int, params: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS top-``k`` of one shard, widened so that every code tied at the k-th distance is in.
-
-    FAISS breaks ties arbitrarily, so a shard's top-k may hold id 80 and drop id 38 at the same
-    k-th distance; merging by ``(distance, id)`` is then not the true ``(distance, id)`` top-k.
-    Rows whose last returned distance still equals their k-th distance are searched again with a
-    doubled ``k`` until the list ends past the tie (or runs out of codes). The result may be
-    wider than ``k``; ``merge_topk`` cuts it.
-    """
-    # Ask for more than k at once: in Hamming space the k-th distance is tied in most rows, and
-    # a scan costs about the same for k and 2k, so few rows need a second, wider search.
-    kk = min(max(2 * k, k + 16), int(index.ntotal))
-    d, i = index.search(codes, kk, params=params)
-    if kk >= index.ntotal:
-        return d, i
-    todo = np.flatnonzero((d[:, -1] == d[:, k - 1]) & (i[:, -1] >= 0))
-    while todo.size and kk < index.ntotal:
-        kk = min(2 * kk, int(index.ntotal))
-        d2, i2 = index.search(codes[todo], kk, params=params)
-        # Keep everything up to and including the tied k-th distance; merge_topk cuts to k later.
-        width = d2.shape[1]
-        if width > d.shape[1]:
-            d = np.pad(d, ((0, 0), (0, width - d.shape[1])), constant_values=np.iinfo(np.int32).max)
-            i = np.pad(i, ((0, 0), (0, width - i.shape[1])), constant_values=-1)
-        d[todo], i[todo] = d2, i2
-        still = (d2[:, -1] == d2[:, k - 1]) & (i2[:, -1] >= 0)
-        todo = todo[still]
-    return d, i
-
-
 def _large_local_file(index_dir: str, name: str, threshold: int | None) -> bool:
     """Whether ``index_dir/name`` is a local file of at least ``threshold`` bytes."""
     if threshold is None:
@@ -93,8 +60,9 @@ class ShardGroup:
     Args:
         index_dir: index directory (local path or ``s3://`` URI) with ``manifest.json``.
         shards: shard numbers (``ShardEntry.shard``) this group holds.
-        num_threads: FAISS OpenMP threads of this process (set explicitly: oversubscription on a
-            small box turns a 0.05 ms query into milliseconds).
+        num_threads: scan threads a search batch is split over (FAISS itself runs with one
+            OpenMP thread per scan thread: oversubscription on a small box turns a 0.05 ms
+            query into milliseconds).
         verify: check each shard's sha256 on load.
         mmap: memory-map every shard file (local files only; gives read-only indexes).
         mmap_threshold_bytes: memory-map local shard files at least this large (``None``: only
@@ -116,14 +84,12 @@ class ShardGroup:
         generation: int | None = None,
         digest: str | None = None,
     ) -> None:
-        import faiss
-
         from indexer.manifest import load_manifest
-        from indexer.shards import load_meta, load_shard
+        from indexer.search import open_index
+        from indexer.shards import load_meta
 
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-        faiss.omp_set_num_threads(num_threads)
         manifest, self.digest = load_manifest(index_dir, generation=generation, digest=digest)
         shard_list = [int(s) for s in shards]
         if not shard_list:
@@ -138,20 +104,24 @@ class ShardGroup:
         self.n_bits = int(manifest.n_bits)
         self.generation = int(manifest.generation)
         self.nlist = int(manifest.nlist)
-        self._indexes = []
-        metas = []
-        for s in shard_list:
-            entry = by_number[s]
-            use_mmap = mmap or _large_local_file(index_dir, entry.file, mmap_threshold_bytes)
-            self._indexes.append(load_shard(index_dir, entry, verify=verify, mmap=use_mmap))
-            metas.append(load_meta(index_dir, entry))
-        self._build_lookup(metas)
+        self.index_type = manifest.index_type
+        flags = [
+            mmap or _large_local_file(index_dir, by_number[s].file, mmap_threshold_bytes)
+            for s in shard_list
+        ]
+        self._index = open_index(
+            index_dir, shard_list, manifest=manifest, verify=verify, mmap=flags
+        )
+        self.search_defaults = dict(self._index.search_defaults)
+        self._build_lookup([load_meta(index_dir, by_number[s]) for s in shard_list])
         logger.info(
-            "searcher group loaded shards %s of %s: %d codes, %d bits",
+            "searcher group loaded shards %s of %s: %d codes, %d bits, %s index (defaults %s)",
             shard_list,
             index_dir,
             self.ntotal,
             self.n_bits,
+            self.index_type,
+            self.search_defaults,
         )
 
     def _build_lookup(self, metas: list[pa.Table]) -> None:
@@ -196,12 +166,13 @@ class ShardGroup:
         return pos, found
 
     def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> GroupHits:
-        """Exact-merged top-``k`` over this group's shards for ``codes uint8[nq, n_bits/8]``.
+        """Top-``k`` by ``(distance, id)`` over this group's shards for ``codes uint8[nq,
+        n_bits/8]`` (the indexer's search path).
 
-        ``nprobe`` defaults to ``nlist`` (exhaustive) and is clipped to ``nlist``.
+        ``nprobe`` (ivf): omitted, the manifest's recommended default (``search_defaults``),
+        else every list (exhaustive); clipped to ``nlist``. Ignored by other index types, which
+        use their own recorded defaults (hnsw: ``ef_search``).
         """
-        import faiss
-
         codes = np.ascontiguousarray(codes)
         if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != self.n_bits // 8:
             raise ValueError(
@@ -209,16 +180,13 @@ class ShardGroup:
             )
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        probe = self.nlist if nprobe is None else min(int(nprobe), self.nlist)
-        if probe < 1:
-            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-        params = faiss.SearchParametersIVF(nprobe=probe)
-        ds, is_ = [], []
-        for index in self._indexes:
-            d, i = _search_tie_complete(index, codes, k, params)
-            ds.append(d)
-            is_.append(i)
-        dist, ids = merge_topk(ds, is_, k)
+        params: dict[str, Any] = {}
+        if nprobe is not None:
+            if int(nprobe) < 1:
+                raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+            if "nprobe" in self._index.search_params:
+                params["nprobe"] = min(int(nprobe), self.nlist)
+        dist, ids = self._index.search(codes, k, threads=self.num_threads, **params)
         flat = ids.reshape(-1)
         rows, found = self._rows_of(flat)
         mask = pa.array(~found)
@@ -243,9 +211,11 @@ class ShardGroup:
         return {
             "shards": list(self.shards),
             "ntotal": int(self.ntotal),
-            "shard_ntotal": [int(ix.ntotal) for ix in self._indexes],
+            "shard_ntotal": list(self._index.shard_ntotal),
             "n_bits": self.n_bits,
             "nlist": self.nlist,
+            "index_type": self.index_type,
+            "search_defaults": dict(self.search_defaults),
             "generation": self.generation,
             "manifest_digest": self.digest,
             "num_threads": self.num_threads,

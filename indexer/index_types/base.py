@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from indexer import storage
-from indexer.index_types.scan import MISSING_DISTANCE
 from odh_core.packing import check_n_bits
 
 if TYPE_CHECKING:
     import faiss
 
 logger = logging.getLogger(__name__)
+
+#: Distance of an empty result slot (id ``-1``), what FAISS binary indexes use as well.
+MISSING_DISTANCE: int = int(np.iinfo(np.int32).max)
 
 __all__ = [
     "MISSING_DISTANCE",

@@ -23,22 +23,28 @@ def register_index_type(cls: T) -> T:
     return cls
 
 
-def _load_builtin() -> None:
-    # importing the modules registers the built-in types
-    from indexer.index_types import flat, hnsw, ivf  # noqa: F401
+#: The built-in types and their modules, imported on first use (so that naming the types — the
+#: CLI's choices, manifest validation — imports neither FAISS nor numba).
+_BUILTIN: dict[str, str] = {
+    "flat": "indexer.index_types.flat",
+    "hnsw": "indexer.index_types.hnsw",
+    "ivf": "indexer.index_types.ivf",
+}
 
 
 def list_index_types() -> list[str]:
-    """Names of the registered index types, sorted."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Names of the index types (built-in and registered), sorted."""
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
 
 
 def get_index_type(name: str) -> Any:
     """The adapter class registered as ``name``; ValueError naming ``index_type`` otherwise."""
-    _load_builtin()
+    if name not in _REGISTRY and name in _BUILTIN:
+        import importlib
+
+        importlib.import_module(_BUILTIN[name])  # registers it
     if name not in _REGISTRY:
-        raise ValueError(f"index_type must be one of {sorted(_REGISTRY)}, got {name!r}")
+        raise ValueError(f"index_type must be one of {list_index_types()}, got {name!r}")
     return _REGISTRY[name]
 
 

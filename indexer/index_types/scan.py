@@ -19,13 +19,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from indexer.index_types.base import MISSING_DISTANCE  # noqa: F401  (re-exported)
 from odh_core.packed.kernels import popcount64
 
 logger = logging.getLogger(__name__)
-
-#: Distance of an empty result slot (what FAISS binary indexes use as well).
-MISSING_DISTANCE: int = int(np.iinfo(np.int32).max)
-_ID_SENTINEL = np.iinfo(np.int64).max
 
 
 def to_words(codes: np.ndarray) -> np.ndarray:
@@ -38,14 +35,6 @@ def to_words(codes: np.ndarray) -> np.ndarray:
         padded[:, :nbytes] = codes
         codes = padded
     return codes.view(np.uint64).reshape(n, width // 8)
-
-
-@njit(inline="always")
-def _hamming(words: np.ndarray, r: int, q: np.ndarray, n_words: int) -> int:
-    d = 0
-    for w in range(n_words):
-        d += popcount64(words[r, w] ^ q[w])
-    return d
 
 
 @njit(inline="always")
@@ -82,55 +71,112 @@ def _heap_sort(hd: np.ndarray, hi: np.ndarray, k: int) -> None:
 
 
 @njit(inline="always")
-def _offer(hd, hi, k, d, i, worst_d, worst_i):  # type: ignore[no-untyped-def]
-    """Insert ``(d, i)`` if it beats the heap's worst; returns the new worst."""
-    if d < worst_d or (d == worst_d and i < worst_i):
+def _offer(hd, hi, k, d, ids, r, worst_d, worst_i):  # type: ignore[no-untyped-def]
+    """Insert ``(d, ids[r])`` if it beats the heap's worst; returns the new worst. The id is read
+    only when it can matter (``d`` below the worst, or tied with it)."""
+    if d < worst_d:
+        _sift_down(hd, hi, k, d, ids[r])
+        return hd[0], hi[0]
+    i = ids[r]
+    if i < worst_i:  # d == worst_d here
         _sift_down(hd, hi, k, d, i)
         return hd[0], hi[0]
     return worst_d, worst_i
 
 
+#: Rows per distance pass: distances of a chunk are computed first, in a loop LLVM vectorises
+#: (VPOPCNTQ where the CPU has it), then offered to the heap in a second, branchy pass.
+_CHUNK = 1024
+
+
 @njit(inline="always")
-def _scan_one(words, ids, offsets, q, probes, k, hd, hi):  # type: ignore[no-untyped-def]
+def _scan_rows(words, ids, start, stop, q, k, hd, hi, buf):  # type: ignore[no-untyped-def]
+    """Offer rows ``start:stop`` to the heap ``(hd, hi)`` (which may hold earlier rows)."""
     n_words = words.shape[1]
+    worst_d = np.int64(hd[0])
+    worst_i = np.int64(hi[0])
+    q0 = q[0]
+    q1 = q[1] if n_words > 1 else np.uint64(0)
+    for c0 in range(start, stop, _CHUNK):
+        m = min(_CHUNK, stop - c0)
+        rows = words[c0 : c0 + m]  # a slice: no negative-index handling, so the loop vectorises
+        low = np.int64(1 << 62)
+        if n_words == 1:
+            for j in range(m):
+                d = popcount64(rows[j, 0] ^ q0)
+                buf[j] = d
+                low = min(low, d)
+        elif n_words == 2:
+            for j in range(m):
+                d = popcount64(rows[j, 0] ^ q0) + popcount64(rows[j, 1] ^ q1)
+                buf[j] = d
+                low = min(low, d)
+        else:
+            for j in range(m):
+                d = 0
+                for w in range(n_words):
+                    d += popcount64(rows[j, w] ^ q[w])
+                buf[j] = d
+                low = min(low, d)
+        if low > worst_d:
+            continue  # nothing in this chunk can enter the heap
+        for j in range(m):
+            d = buf[j]
+            if d <= worst_d:
+                worst_d, worst_i = _offer(hd, hi, k, d, ids, c0 + j, worst_d, worst_i)
+
+
+@njit(inline="always")
+def _heap_init(hd, hi, k):  # type: ignore[no-untyped-def]
     for j in range(k):
         hd[j] = 2147483647
         hi[j] = 9223372036854775807
-    worst_d = np.int64(2147483647)
-    worst_i = np.int64(9223372036854775807)
-    q0 = q[0]
-    q1 = q[1] if n_words > 1 else np.uint64(0)
-    for p in range(probes.shape[0]):
-        lst = probes[p]
-        if lst < 0:
-            continue
-        start = offsets[lst]
-        stop = offsets[lst + 1]
-        if n_words == 1:
-            for r in range(start, stop):
-                d = popcount64(words[r, 0] ^ q0)
-                if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
-        elif n_words == 2:
-            for r in range(start, stop):
-                d = popcount64(words[r, 0] ^ q0) + popcount64(words[r, 1] ^ q1)
-                if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
-        else:
-            for r in range(start, stop):
-                d = _hamming(words, r, q, n_words)
-                if d <= worst_d:
-                    worst_d, worst_i = _offer(hd, hi, k, d, ids[r], worst_d, worst_i)
+
+
+@njit(inline="always")
+def _heap_finish(hd, hi, k):  # type: ignore[no-untyped-def]
     _heap_sort(hd, hi, k)
     for j in range(k):
         if hi[j] == 9223372036854775807:
             hi[j] = -1
 
 
+@njit(inline="always")
+def _scan_one(words, ids, offsets, q, probes, k, hd, hi, buf):  # type: ignore[no-untyped-def]
+    _heap_init(hd, hi, k)
+    for p in range(probes.shape[0]):
+        lst = probes[p]
+        if lst >= 0:
+            _scan_rows(words, ids, offsets[lst], offsets[lst + 1], q, k, hd, hi, buf)
+    _heap_finish(hd, hi, k)
+
+
+#: Rows per tile of the tiled all-codes scan: 8192 x 16 bytes stay in L2 while every query of
+#: the block passes over them (one query at a time streams the whole array from memory).
+_TILE = 8192
+
+
+@njit(cache=True, nogil=True)
+def _scan_all_tiled(words, ids, queries, k, out_d, out_i):  # type: ignore[no-untyped-def]
+    """Every row for every query, tile by tile (the exact flat search of a batch)."""
+    nq = queries.shape[0]
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for qi in range(nq):
+        _heap_init(out_d[qi], out_i[qi], k)
+    n = words.shape[0]
+    for t0 in range(0, n, _TILE):
+        t1 = min(n, t0 + _TILE)
+        for qi in range(nq):
+            _scan_rows(words, ids, t0, t1, queries[qi], k, out_d[qi], out_i[qi], buf)
+    for qi in range(nq):
+        _heap_finish(out_d[qi], out_i[qi], k)
+
+
 @njit(cache=True, nogil=True)
 def _scan_serial(words, ids, offsets, queries, probes, k, out_d, out_i):  # type: ignore[no-untyped-def]
+    buf = np.empty(_CHUNK, dtype=np.int64)
     for qi in range(queries.shape[0]):
-        _scan_one(words, ids, offsets, queries[qi], probes[qi], k, out_d[qi], out_i[qi])
+        _scan_one(words, ids, offsets, queries[qi], probes[qi], k, out_d[qi], out_i[qi], buf)
 
 
 def _set_faiss_threads_1() -> None:
@@ -141,7 +187,6 @@ def _set_faiss_threads_1() -> None:
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
-_INLINE = threading.local()
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -162,14 +207,21 @@ def run_blocks(nq: int, threads: int, fn: Callable[[int, int], None]) -> None:
 
     Not numba's ``prange``: its OpenMP runtime and FAISS's spin against each other on a small
     box (a 1000-query batch ran 200x slower). FAISS calls inside ``fn`` run with one OpenMP
-    thread: pool threads are set so, and so is a calling thread the first time it scans inline.
+    thread: pool threads are set so; inline, the calling thread's setting is lowered to 1 for the
+    call and restored after it.
     """
     blocks = max(1, min(int(threads), nq // 16))
     if blocks <= 1:
-        if not getattr(_INLINE, "faiss_threads_set", False):
-            _set_faiss_threads_1()
-            _INLINE.faiss_threads_set = True
-        fn(0, nq)
+        import faiss
+
+        before = faiss.omp_get_max_threads()
+        if before != 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            fn(0, nq)
+        finally:
+            if before != 1:
+                faiss.omp_set_num_threads(before)  # the caller's setting is left as it was
         return
     bounds = np.linspace(0, nq, blocks + 1).astype(np.int64)
     futures = [_pool(blocks).submit(fn, int(bounds[b]), int(bounds[b + 1])) for b in range(blocks)]
@@ -222,6 +274,11 @@ class ListScan:
         nprobe = max(1, min(int(nprobe), self.nlist))
 
         def block(lo: int, hi: int) -> None:
+            if self.quantizer is None and self.nlist == 1 and hi - lo > 1:
+                _scan_all_tiled(
+                    self.words, self.ids, queries[lo:hi], k64, out_d[lo:hi], out_i[lo:hi]
+                )
+                return
             if self.quantizer is None:
                 probes = np.zeros((hi - lo, 1), dtype=np.int64)
             else:

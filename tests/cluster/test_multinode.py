@@ -48,7 +48,8 @@ def test_multinode_index_equals_single_node_build(
     from indexer.build import build
     from indexer.codes import code_arrays, read_codes
     from indexer.manifest import read_manifest
-    from indexer.shards import load_meta, load_shard, search_shards
+    from indexer.search import open_index
+    from indexer.shards import load_meta
 
     _, work = scenario
     single = build(str(work / "codes"), str(tmp_path / "index"), n_shards=2, nlist=4, seed=0)
@@ -59,10 +60,8 @@ def test_multinode_index_equals_single_node_build(
         ids_b = load_meta(str(work / "index"), b).column("id").to_numpy()
         np.testing.assert_array_equal(np.sort(ids_a), np.sort(ids_b))
     _, codes = code_arrays(read_codes(str(work / "codes")), 16)
-    indexes_a = [load_shard(str(tmp_path / "index"), e) for e in single.shards]
-    indexes_b = [load_shard(str(work / "index"), e) for e in multi.shards]
-    da, ia = search_shards(indexes_a, codes[:8], 10, nprobe=4)
-    db, ib = search_shards(indexes_b, codes[:8], 10, nprobe=4)
+    da, ia = open_index(str(tmp_path / "index")).search(codes[:8], 10, nprobe=4)
+    db, ib = open_index(str(work / "index")).search(codes[:8], 10, nprobe=4)
     np.testing.assert_array_equal(da, db)
     np.testing.assert_array_equal(ia, ib)
 

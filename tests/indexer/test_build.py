@@ -14,11 +14,11 @@ from indexer import storage
 from indexer.build import build, default_nlist
 from indexer.codes import code_arrays, read_codes, write_code_set
 from indexer.manifest import read_manifest
+from indexer.search import open_index
 from indexer.shards import (
     load_meta,
     load_quantizer,
     load_shard,
-    search_shards,
     shard_of,
     splitmix64,
 )
@@ -89,10 +89,9 @@ def test_manifest_and_meta(random_index: tuple) -> None:
 
 def test_exact_search_equals_brute_force(random_index: tuple) -> None:
     index_dir, manifest, ids, codes = random_index
-    shards = [load_shard(index_dir, e) for e in manifest.shards]
     queries = np.concatenate([codes[:5], uniform_codes(20, 32, seed=1)])
     k = 25
-    dist, idx = search_shards(shards, queries, k, nprobe=manifest.nlist)
+    dist, idx = open_index(index_dir).search(queries, k, nprobe=manifest.nlist)
     true = hamming_distances(queries, codes)
     for q in range(len(queries)):
         # ties: compare the multiset of top-k distances, then check every returned id's distance
@@ -106,11 +105,9 @@ def test_exact_search_equals_brute_force(random_index: tuple) -> None:
 
 
 def test_mmap_load_matches(random_index: tuple) -> None:
-    index_dir, manifest, _, codes = random_index
-    plain = [load_shard(index_dir, e) for e in manifest.shards]
-    mapped = [load_shard(index_dir, e, mmap=True) for e in manifest.shards]
-    a = search_shards(plain, codes[:10], 10, nprobe=4)
-    b = search_shards(mapped, codes[:10], 10, nprobe=4)
+    index_dir, _, _, codes = random_index
+    a = open_index(index_dir).search(codes[:10], 10, nprobe=4)
+    b = open_index(index_dir, mmap=True).search(codes[:10], 10, nprobe=4)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
 
@@ -125,21 +122,21 @@ def test_clustered_sharded_equals_global_ivf(tmp_path: Path, ray_local: None) ->
     manifest = build(codes_dir, str(tmp_path / "index"), n_shards=4, seed=5)
     assert manifest.nlist == default_nlist(n)
     index_dir = str(tmp_path / "index")
-    shards = [load_shard(index_dir, e) for e in manifest.shards]
+    group = open_index(index_dir)
     glob = load_quantizer(index_dir, manifest)
     glob.add_with_ids(codes, ids)
     queries = clustered_codes(30, n_bits, n_centres=20, flip=0.08, seed=2)  # same seed: centres
     k = 20
     for nprobe in (1, 3):
         assert nprobe < manifest.nlist
-        dist, idx = search_shards(shards, queries, k, nprobe=nprobe)
+        dist, idx = group.search(queries, k, nprobe=nprobe)
         g_dist, g_idx = glob.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
         np.testing.assert_array_equal(dist, g_dist)  # same probe lists ⇒ same top-k distances
         found = idx >= 0
         assert found.any()
         np.testing.assert_array_equal(found, g_idx >= 0)
     # and an exact search still equals brute force
-    dist, _ = search_shards(shards, queries, k, nprobe=manifest.nlist)
+    dist, _ = group.search(queries, k, nprobe=manifest.nlist)
     np.testing.assert_array_equal(dist, np.sort(hamming_distances(queries, codes), axis=1)[:, :k])
 
 
@@ -165,9 +162,9 @@ def test_read_manifest_errors(random_index: tuple, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"manifest\.json not found"):
         read_manifest(str(tmp_path))
     obj = json.loads(Path(index_dir, "manifest.json").read_text())
-    obj["format_version"] = 2
+    obj["format_version"] = 3
     Path(tmp_path, "manifest.json").write_text(json.dumps(obj))
-    with pytest.raises(ValueError, match="format_version 2 is not supported"):
+    with pytest.raises(ValueError, match="format_version 3 is not supported"):
         read_manifest(str(tmp_path))
 
 

@@ -16,7 +16,7 @@ from indexer.converters.synthetic import make_synthetic
 from indexer.encode import EncodeConfig, encode
 from indexer.evaluate import evaluate
 from indexer.imageset import read_image_set
-from indexer.shards import load_shard, search_shards
+from indexer.search import open_index
 
 CORRUPT_ID = 5
 
@@ -130,6 +130,5 @@ def test_encode_with_corrupt_row(
     # and the codes index: the manifest carries the encoder provenance
     manifest = build(out, str(tmp_path / "index"), n_shards=2)
     assert manifest.ntotal == 47 and manifest.encoder_sha256 == info["checkpoint_sha256"]
-    shards = [load_shard(str(tmp_path / "index"), e) for e in manifest.shards]
-    dist, _ = search_shards(shards, arr[:3], 1, nprobe=manifest.nlist)
+    dist, _ = open_index(str(tmp_path / "index")).search(arr[:3], 1, nprobe=manifest.nlist)
     assert dist[:, 0].tolist() == [0, 0, 0]

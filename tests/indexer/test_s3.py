@@ -14,7 +14,8 @@ from indexer.codes import write_code_set
 from indexer.converters.synthetic import make_synthetic
 from indexer.imageset import load_arrays, read_image_set, read_info
 from indexer.manifest import read_manifest
-from indexer.shards import load_meta, load_shard, search_shards
+from indexer.search import open_index
+from indexer.shards import load_meta, load_shard
 from indexer.synthetic_codes import uniform_codes
 
 
@@ -71,7 +72,7 @@ def test_build_on_s3(s3: dict[str, Any], ray_local: None) -> None:
     shards = [load_shard("s3://odh/index", e, storage_options=s3) for e in manifest.shards]
     assert sum(s.ntotal for s in shards) == n
     assert load_meta("s3://odh/index", manifest.shards[0], storage_options=s3).num_rows > 0
-    dist, idx = search_shards(shards, codes[:4], 1, nprobe=4)
+    dist, idx = open_index("s3://odh/index", storage_options=s3).search(codes[:4], 1, nprobe=4)
     assert dist[:, 0].tolist() == [0] * 4 and idx[:, 0].tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="mmap=True needs a local file"):
         load_shard("s3://odh/index", manifest.shards[0], mmap=True, storage_options=s3)

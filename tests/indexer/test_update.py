@@ -12,8 +12,8 @@ from indexer.build_state import marker_uri
 from indexer.codes import write_code_set
 from indexer.index_gc import collect_garbage
 from indexer.manifest import read_manifest
+from indexer.search import open_index
 from indexer.shard_io import FAIL_ENV
-from indexer.shards import load_shard, search_shards
 from indexer.synthetic_codes import clustered_codes
 from indexer.update import append, delete, read_id_file
 from odh_core.packing import hamming_distances
@@ -32,10 +32,9 @@ def _codes(n: int, seed: int) -> np.ndarray:
 def _search_equals_brute_force(index_dir: str, ids: np.ndarray, codes: np.ndarray) -> None:
     manifest = read_manifest(index_dir)
     assert manifest.ntotal == len(ids)
-    shards = [load_shard(index_dir, e) for e in manifest.shards]
     queries = np.concatenate([codes[:5], _codes(10, seed=99)])
     k = 15
-    dist, idx = search_shards(shards, queries, k, nprobe=manifest.nlist)
+    dist, idx = open_index(index_dir).search(queries, k, nprobe=manifest.nlist)
     true = hamming_distances(queries, codes)
     np.testing.assert_array_equal(dist, np.sort(true, axis=1)[:, :k])
     pos = {int(i): j for j, i in enumerate(ids)}

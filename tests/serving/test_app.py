@@ -178,7 +178,8 @@ def test_search_by_ids_and_images_is_exact(client: ODHClient, index: Index) -> N
 
 
 def test_k_larger_than_index_returns_everything(client: ODHClient, index: Index) -> None:
-    result = client.search(codes=index.codes[:1], k=1000)
+    # every list (an omitted nprobe is the index's recorded default, which may probe fewer)
+    result = client.search(codes=index.codes[:1], k=1000, nprobe=NLIST)
     assert sorted(h.id for h in result[0]) == sorted(index.ids.tolist())
 
 
@@ -229,7 +230,7 @@ def test_shard_group_in_process_is_tie_exact(index: Index) -> None:
         [index.codes[:4], rng.integers(0, 256, size=(4, N_BITS // 8), dtype=np.uint8)]
     )
     for k in (1, 4, 25):
-        hits = group.search(queries, k, nprobe=None)
+        hits = group.search(queries, k, nprobe=NLIST)
         for row_d, row_i, (want_d, want_i) in zip(
             hits.distances, hits.ids, _brute_force(index.codes, index.ids, queries, k), strict=True
         ):
