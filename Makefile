@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability bench-train-speed bench-findings clean
+.PHONY: demo test test-all test-fast test-e2e test-s3 test-multinode lint format fashion-mnist promtool chromium bench-quality bench-build bench-serve bench-encode bench-reliability bench-train-speed bench-findings bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,9 @@ bench-train-speed: $(STAMP) fashion-mnist
 ## bench-findings: ODH's two findings per epoch (BNN vs FP twin) + a short stage-2 sweep (single seed)
 bench-findings: $(STAMP) fashion-mnist
 	$(BIN)/odh bench findings
+
+bench-capacity: $(STAMP)
+	$(BIN)/odh bench capacity
 
 clean:
 	rm -rf odh-data .pytest_cache .ruff_cache
