@@ -212,9 +212,12 @@ def run(config: Config) -> int:
     out = Path(config.output)
     rows: list[dict[str, Any]] = []
     data_info: dict[str, Any] = {}
+    command = None
     if config.append and (out / "capacity.json").is_file():
         old = json.loads((out / "capacity.json").read_text())
         rows, data_info = old.get("rows", []), old.get("data_info", {})
+        # the rows kept come from earlier commands: record them all, oldest first
+        command = " ; ".join(c for c in (old.get("command"), command_line()) if c)
     cache = Path(config.cache_dir)
     if not cache.is_absolute():
         from benchmarks._capacity_data import REPO_ROOT
@@ -234,7 +237,7 @@ def run(config: Config) -> int:
             for index_type in config.index_types:
                 block = measure_block(config, codes, kth, index_type)
                 rows = merge_rows(rows, block)
-                write_results(config, rows, data_info)
+                write_results(config, rows, data_info, command)
                 logger.info("%s %d-bit %s: %d rows written", data, n_bits, index_type, len(block))
     return 0
 
