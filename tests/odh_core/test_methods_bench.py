@@ -71,4 +71,6 @@ def test_methods_grid_smoke(tmp_path: Path) -> None:
     assert "Each method against ODH (paired by seed)" in md
     assert "| resnet_small | reactnet | 64 | bdnn-unsup | 2 |" in md
     assert "| resnet_small | fp | 64 | bdnn-unsup | 2 |" in md
-    assert (out / "quality-resnet_small-reactnet-64bits_pr.png").is_file()
+    # one figure per backbone × K × schedule × device (BNN and FP curves side by side)
+    assert len(list(out.glob("quality-resnet-small-64bits-*-cpu_pr.png"))) == 1
+    assert len(list(out.glob("quality-resnet-small-64bits-*-cpu_precision_at_n.png"))) == 1
