@@ -36,8 +36,8 @@ class DemoConfig:
     source: str | None = option_like(FashionMnistConfig, "source")
     n_bits: int = option_like(TrainConfig, "n_bits")
     warmup_epochs: int = option_like(TrainConfig, "warmup_epochs")
-    # 2 + 8 + 6 epochs: measured on the 2-core dev machine (idle) in 166 s of training, tie-aware
-    # mAP@ALL 0.727 (2 + 3 + 3 gave 0.651 in 286 s before the training-speed work)
+    # 2 + 8 + 6 epochs: measured on the 2-core dev machine in 272 s of training, tie-aware
+    # mAP@ALL 0.735 (2 + 3 + 3 gave 0.651 in 286 s before the training-speed work)
     stage1_epochs: int = option_like(TrainConfig, "transition_epoch", default=8)
     stage2_epochs: int = option_like(TrainConfig, "stage2_epochs", default=6)
     num_threads: int = option_like(
