@@ -12,12 +12,19 @@ import base64
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
+
+from serving.wire import ARROW_STREAM, NO_HIT_DISTANCE, decode_hits
 
 logger = logging.getLogger(__name__)
+
+#: ``ODHClient(response_format=...)``: how search answers travel.
+RESPONSE_FORMATS = ("arrow", "json")
 
 
 class ODHClientError(RuntimeError):
@@ -42,11 +49,19 @@ class Hit:
     label: list[int] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SearchResult:
-    """Answer to one search request; iterates/indexes like ``results`` (one hit list per query)."""
+    """Answer to one search request; iterates/indexes like ``results`` (one hit list per query).
 
-    results: list[list[Hit]]
+    ``id_array int64[nq, k]`` and ``distance_array int32[nq, k]`` hold the hits as arrays (a slot
+    with no hit, always at a row's end, has id ``-1``); ``keys`` / ``labels`` are row-major, one
+    entry per slot. ``results`` (``Hit`` objects) is built on first use only.
+    """
+
+    id_array: np.ndarray
+    distance_array: np.ndarray
+    keys: Sequence[str | None]
+    labels: Sequence[list[int] | None]
     partial: bool = False
     missing_groups: list[int] = field(default_factory=list)
     n_bits: int = 0
@@ -56,8 +71,25 @@ class SearchResult:
     #: Milliseconds per stage of the request path (``Server-Timing``; with ``trace=True`` only).
     timing_ms: dict[str, float] = field(default_factory=dict)
 
+    @cached_property
+    def results(self) -> list[list[Hit]]:
+        """Hits per query, best first by ``(distance, id)``."""
+        keys = self.keys.to_pylist() if isinstance(self.keys, pa.Array) else list(self.keys)
+        labels = self.labels.to_pylist() if isinstance(self.labels, pa.Array) else self.labels
+        k = self.id_array.shape[1]
+        return [
+            [
+                Hit(i, d, keys[r * k + c], labels[r * k + c])
+                for c, (i, d) in enumerate(zip(row_i, row_d, strict=True))
+                if i >= 0
+            ]
+            for r, (row_i, row_d) in enumerate(
+                zip(self.id_array.tolist(), self.distance_array.tolist(), strict=True)
+            )
+        ]
+
     def __len__(self) -> int:
-        return len(self.results)
+        return len(self.id_array)
 
     def __iter__(self) -> Iterator[list[Hit]]:
         return iter(self.results)
@@ -67,11 +99,51 @@ class SearchResult:
 
     def ids(self) -> list[list[int]]:
         """Hit ids per query."""
-        return [[h.id for h in row] for row in self.results]
+        return [[i for i in row if i >= 0] for row in self.id_array.tolist()]
 
     def distances(self) -> list[list[int]]:
         """Hit distances per query."""
-        return [[h.distance for h in row] for row in self.results]
+        valid = self.id_array >= 0
+        return [row[ok].tolist() for row, ok in zip(self.distance_array, valid, strict=True)]
+
+
+def _json_hits(raw: dict[str, Any]) -> dict[str, Any]:
+    """``SearchResult`` arrays from a JSON answer (rows padded to the longest with no-hit slots)."""
+    rows = raw["results"]
+    k = max((len(row) for row in rows), default=0)
+    ids = np.full((len(rows), k), -1, dtype=np.int64)
+    distances = np.full((len(rows), k), NO_HIT_DISTANCE, dtype=np.int32)
+    keys: list[str | None] = [None] * (len(rows) * k)
+    labels: list[list[int] | None] = [None] * (len(rows) * k)
+    for r, row in enumerate(rows):
+        for c, hit in enumerate(row):
+            ids[r, c], distances[r, c] = hit["id"], hit["distance"]
+            keys[r * k + c], labels[r * k + c] = hit.get("key"), hit.get("label")
+    return {
+        "id_array": ids,
+        "distance_array": distances,
+        "keys": keys,
+        "labels": labels,
+        "partial": bool(raw.get("partial", False)),
+        "missing_groups": list(raw.get("missing_groups", [])),
+        "n_bits": int(raw.get("n_bits", 0)),
+        "generation": int(raw.get("generation", 0)),
+    }
+
+
+def _arrow_hits(body: bytes) -> dict[str, Any]:
+    """``SearchResult`` arrays from an Arrow answer (``serving.wire``), no object per hit."""
+    wire = decode_hits(body)
+    return {
+        "id_array": wire.ids,
+        "distance_array": wire.distances,
+        "keys": wire.keys,
+        "labels": wire.labels,
+        "partial": bool(wire.meta.get("partial", False)),
+        "missing_groups": list(wire.meta.get("missing_groups", [])),
+        "n_bits": int(wire.meta.get("n_bits", 0)),
+        "generation": int(wire.meta.get("generation", 0)),
+    }
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -117,9 +189,16 @@ class ODHClient:
     Args:
         url: base URL, e.g. ``http://127.0.0.1:8000`` (route prefix included if there is one).
         timeout: seconds per request.
+        response_format: ``arrow`` (default: search answers come as an Arrow IPC stream, read
+            into arrays without a Python object per hit; ``serving.wire``) or ``json``.
     """
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, response_format: str = "arrow") -> None:
+        if response_format not in RESPONSE_FORMATS:
+            raise ValueError(
+                f"response_format must be one of {RESPONSE_FORMATS}, got {response_format!r}"
+            )
+        self.response_format = response_format
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
@@ -185,16 +264,16 @@ class ODHClient:
             body["codes"] = _codes_to_hex(codes)
         else:
             body["ids"] = [int(i) for i in ids or []]
-        headers = {"X-ODH-Trace": "1"} if trace else None
+        headers = {"X-ODH-Trace": "1"} if trace else {}
+        if self.response_format == "arrow":
+            headers["Accept"] = f"{ARROW_STREAM}, application/json;q=0.5"
         response = self._send("POST", "/v1/search", json=body, headers=headers)
-        raw = response.json()
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        arrow = media == ARROW_STREAM
+        hits = _arrow_hits(response.content) if arrow else _json_hits(response.json())
         hops = response.headers.get("X-ODH-Hops")
         return SearchResult(
-            results=[[Hit(**hit) for hit in row] for row in raw["results"]],
-            partial=bool(raw.get("partial", False)),
-            missing_groups=list(raw.get("missing_groups", [])),
-            n_bits=int(raw.get("n_bits", 0)),
-            generation=int(raw.get("generation", 0)),
+            **hits,
             hops=int(hops) if hops is not None else None,
             timing_ms=_server_timing(response.headers.get("Server-Timing", "")),
         )

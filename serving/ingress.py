@@ -62,6 +62,7 @@ from serving.schemas import (
     format_validation_errors,
     hex_code_pattern,
 )
+from serving.wire import ARROW_STREAM, wants_arrow
 
 __all__ = ["Ingress", "QueryRouter", "SearchFailure", "app"]
 
@@ -232,14 +233,23 @@ class Ingress(ImageSetSource, QueryRouter):
     @app.post(
         "/v1/search",
         response_model=SearchResponse,
-        responses=error_responses(400, 404, 413, 422, 429, 500, 503, 504),
+        responses={
+            200: {"content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}},
+            **error_responses(400, 404, 413, 422, 429, 500, 503, 504),
+        },
     )
     async def search(
         self,
         request: SearchRequest,
         x_odh_trace: Annotated[str | None, Header(include_in_schema=False)] = None,
+        accept: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Response:
-        """Hamming top-k for a batch of images, codes or ids."""
+        """Hamming top-k for a batch of images, codes or ids.
+
+        The answer is JSON, or with ``Accept: application/vnd.apache.arrow.stream`` an Arrow IPC
+        stream of the same hits (one row per query, fixed-size lists of k slots; see
+        ``serving.wire``) that a client reads without a Python object per hit. Errors are JSON
+        either way."""
         start = time.perf_counter()
         trace = fanout.RequestTrace() if x_odh_trace in ("1", "true") else None
         # (the ContextVar through its module: route methods are pickled by value with the app)
@@ -285,6 +295,8 @@ class Ingress(ImageSetSource, QueryRouter):
             }
         # Serialised straight from the merged arrays (``SearchHits.to_json``, the shape
         # ``SearchResponse`` declares); FastAPI would validate a model per hit again.
+        if wants_arrow(accept):
+            return Response(answer.to_arrow(), media_type=ARROW_STREAM, headers=headers)
         return Response(answer.to_json(), media_type="application/json", headers=headers)
 
     def _admit(self, request: SearchRequest) -> int:

@@ -4,7 +4,8 @@ until it is serialised.
 ``search_hits`` merges the ``GroupHits`` of the groups that answered (``merge_topk``), applies the
 radius filter and takes the ``key`` / ``label`` of every kept hit from the group that found it, all
 as arrays. ``SearchHits.to_json`` writes the response body in one pass (pydantic-core's serialiser
-over plain lists and dicts, shaped exactly as ``SearchResponse``); ``to_model`` gives the validated
+over plain lists and dicts, shaped exactly as ``SearchResponse``); ``to_arrow`` writes the
+columnar answer (``serving.wire``) straight from the arrays; ``to_model`` gives the validated
 ``SearchResponse`` for in-process callers. Measured side by side on the 2-core dev machine for 256
 queries × k 10: 2.3 ms against 4.8 ms for building and validating a model per hit and dumping it
 (best of 60 each, the same JSON).
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from indexer.search import merge_topk
 from serving.schemas import Hit, SearchResponse
+from serving.wire import encode_hits
 
 
 def _flat_values(values: Any, n: int) -> pa.Array:
@@ -38,13 +40,13 @@ def _flat_values(values: Any, n: int) -> pa.Array:
 @dataclass(frozen=True, eq=False)
 class SearchHits:
     """Merged top-k of one request: ``ids int64[nq, k]`` (``-1`` = no hit, always at the end of
-    a row), ``distances int32[nq, k]`` and the row-major ``key`` / ``label`` of every hit (one
-    entry per slot, ``None`` where there is no hit)."""
+    a row), ``distances int32[nq, k]`` and the row-major ``key`` / ``label`` of every hit as flat
+    Arrow arrays (one entry per slot, null where there is no hit)."""
 
     ids: np.ndarray
     distances: np.ndarray
-    keys: list[str | None]
-    labels: list[list[int] | None]
+    keys: pa.Array
+    labels: pa.Array
     n_bits: int
     generation: int
     missing_groups: list[int] = field(default_factory=list)
@@ -57,8 +59,10 @@ class SearchHits:
         return (
             np.array_equal(self.ids, other.ids)
             and np.array_equal(self.distances, other.distances)
-            and (self.keys, self.labels, self.n_bits, self.generation, self.missing_groups)
-            == (other.keys, other.labels, other.n_bits, other.generation, other.missing_groups)
+            and self.keys.equals(other.keys)
+            and self.labels.equals(other.labels)
+            and (self.n_bits, self.generation, self.missing_groups)
+            == (other.n_bits, other.generation, other.missing_groups)
         )
 
     @property
@@ -68,6 +72,7 @@ class SearchHits:
     def _body(self) -> dict[str, Any]:
         k = self.ids.shape[1]
         ids, dist = self.ids.tolist(), self.distances.tolist()
+        keys, labels = self.keys.to_pylist(), self.labels.to_pylist()
         results = []
         for r, (row_i, row_d) in enumerate(zip(ids, dist, strict=True)):
             base = r * k
@@ -76,8 +81,8 @@ class SearchHits:
                     {
                         "id": i,
                         "distance": d,
-                        "key": self.keys[base + c],
-                        "label": self.labels[base + c],
+                        "key": keys[base + c],
+                        "label": labels[base + c],
                     }
                     for c, (i, d) in enumerate(zip(row_i, row_d, strict=True))
                     if i >= 0
@@ -96,6 +101,17 @@ class SearchHits:
         import pydantic_core
 
         return pydantic_core.to_json(self._body())
+
+    def to_arrow(self) -> bytes:
+        """The columnar response body (``serving.wire``: an Arrow IPC stream, no Python object
+        per hit)."""
+        meta = {
+            "partial": self.partial,
+            "missing_groups": [int(g) for g in self.missing_groups],
+            "n_bits": int(self.n_bits),
+            "generation": int(self.generation),
+        }
+        return encode_hits(self.ids, self.distances, self.keys, self.labels, meta)
 
     def to_model(self) -> SearchResponse:
         """The validated ``SearchResponse``."""
@@ -149,8 +165,8 @@ def search_hits(
     return SearchHits(
         ids=ids,
         distances=dist,
-        keys=keys.take(take_pa).to_pylist(),
-        labels=labels.take(take_pa).to_pylist(),
+        keys=keys.take(take_pa),
+        labels=labels.take(take_pa),
         n_bits=n_bits,
         generation=generation,
         missing_groups=list(missing),

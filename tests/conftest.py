@@ -12,6 +12,9 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Serve kills a proxy actor that is not ready after 3 checks of 5 s; on a loaded 2-core machine
+# the proxy's worker can take longer than that to start, and Serve then restarts it in a loop.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,28 @@ def test_search_by_codes_is_exact(client: ODHClient, index: Index) -> None:
         assert hit.key == f"img-{hit.id}" and hit.label == [row[hit.id] % 4]
 
 
+def test_json_and_arrow_answers_carry_the_same_hits(
+    server: str, client: ODHClient, index: Index
+) -> None:
+    assert client.response_format == "arrow"  # the client's default
+    queries = index.codes[:4]
+    with ODHClient(server, timeout=60, response_format="json") as json_client:
+        by_json = json_client.search(codes=queries, k=12, nprobe=NLIST, max_distance=20)
+    by_arrow = client.search(codes=queries, k=12, nprobe=NLIST, max_distance=20)
+    as_tuples = [[(h.id, h.distance, h.key, h.label) for h in row] for row in by_json]
+    assert [[(h.id, h.distance, h.key, h.label) for h in row] for row in by_arrow] == as_tuples
+    assert by_arrow.id_array.shape == (4, 12) and by_arrow.ids() == by_json.ids()
+    # the wire format as any client sees it (and errors stay JSON whatever the Accept)
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+    ok = httpx.post(f"{server}/v1/search", json={"ids": [3], "k": 2}, headers=arrow, timeout=60)
+    assert ok.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    bad = httpx.post(f"{server}/v1/search", json={"ids": [3], "k": 0}, headers=arrow, timeout=60)
+    assert bad.status_code == 422 and "k" in bad.json()["detail"]
+    spec = httpx.get(f"{server}/openapi.json", timeout=30).json()
+    answers = spec["paths"]["/v1/search"]["post"]["responses"]["200"]["content"]
+    assert set(answers) == {"application/json", "application/vnd.apache.arrow.stream"}
+
+
 def test_search_by_ids_and_images_is_exact(client: ODHClient, index: Index) -> None:
     pick = [0, 17, 99]
     by_id = client.search(ids=[int(index.ids[p]) for p in pick], k=10, nprobe=NLIST)
