@@ -63,8 +63,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Candidate:
-    """One measured candidate: type, build params, the search setting reaching the target (or
-    the most expensive one tried), its recall, the measured and projected queries per second."""
+    """One measured candidate: type, build params on the sample, the search setting reaching the
+    target (or the most expensive one tried), its recall, measured and projected queries/s."""
 
     index_type: str
     params: dict[str, Any]
@@ -207,7 +207,7 @@ def choose_index_type(
         found.append(
             Candidate(
                 index_type=index_type,
-                params={k: v for k, v in build_params.items() if k not in ("seed", "nlist")},
+                params={k: v for k, v in build_params.items() if k != "seed"},
                 search_defaults=sd,
                 recall_at_10=recall,
                 meets_target=recall >= target_recall,
@@ -234,6 +234,6 @@ def choose_index_type(
             f"; kept over {best.index_type}{best.params or ''} ({best.qps_projected:.0f} q/s), "
             f"less than {PREFER_MARGIN:g}x faster"
         )
-    return AutoChoice(
-        winner.index_type, dict(winner.params), reason, n, s, target_recall, seed, tuple(found)
-    )
+    # nlist was the sample's: the build applies its own rule at the full n
+    params = {k: v for k, v in winner.params.items() if k != "nlist"}
+    return AutoChoice(winner.index_type, params, reason, n, s, target_recall, seed, tuple(found))

@@ -45,10 +45,11 @@ def test_clustered_codes_choose_ivf() -> None:
     choice = choose_index_type(codes, target_recall=TARGET, seed=0)
     assert choice.index_type == "ivf", choice.reason
     by_type = {(c.index_type, c.params.get("M")): c for c in choice.candidates}
+    assert choice.params == {}  # nlist: the build's rule at the full n
     assert set(by_type) == {("flat", None), ("ivf", None), ("hnsw", 16), ("hnsw", 32)}
     ivf = by_type[("ivf", None)]
     # IVF reaches the target with few probes of its 512 lists
-    assert ivf.meets_target and ivf.search_defaults["nprobe"] <= 8
+    assert ivf.meets_target and ivf.search_defaults["nprobe"] <= 8 and ivf.params["nlist"] == 512
     assert by_type[("flat", None)].recall_at_10 == 1.0
     record = choice.to_json()
     assert record["index_type"] == "ivf" and len(record["candidates"]) == 4
