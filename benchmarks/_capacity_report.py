@@ -254,9 +254,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt_params(c['params'])} | {c['measured_n']:,} | {c['recall_at_10']:.3f} | "
             f"{c['p99_ms']:.3f} | {c['codes']:,} | {c['bound']} |"
         )
+    check = result.get("projection_check")
+    checked = (
+        f"one point measured, {check['qps_ratio']}× the predicted QPS (below)"
+        if check
+        else "**not yet checked**"
+    )
     lines += ["", "## Projection to 1 billion codes", "",
-              "Cost model in docs/capacity.md. Checked against the local multi-node cluster: "
-              "**not yet checked**.", "",
+              f"Cost model in docs/capacity.md. Checked against the local multi-node cluster: "
+              f"{checked}.", "",
               "| data | bits | source | type | params | shards | nodes | RAM GiB | build h | "
               "QPS/replica | p99 ms/shard |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -267,8 +273,32 @@ def markdown(result: dict[str, Any]) -> str:
             f"{p['ram_gib_total']:,} | {p['build_hours']} | {p['qps_per_replica']:,} | "
             f"{p['p99_ms_per_shard']} |"
         )
+    if check:
+        lines += _check_lines(check)
     lines.append("")
     return "\n".join(lines)
+
+
+def _check_lines(c: dict[str, Any]) -> list[str]:
+    """The ``projection_check`` section: reference, prediction and measurement side by side."""
+    ref, pred, got = c["reference"], c["predicted"], c["measured"]
+    return [
+        "", "## Projection check on the local multi-node cluster", "",
+        f"{c['n']:,} {c['data']} {c['n_bits']}-bit codes, `{c['index_type']}` "
+        f"{_fmt_params(c['index_params'])}, search default {_fmt_params(c['search_defaults'])}, "
+        f"{c['shards']} shards served by {c['nodes']} single-core searcher groups on "
+        f"{c['nodes']} Ray nodes of this machine (load average {c['loadavg']}).", "",
+        "| | QPS | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|---|",
+        f"| reference (one index, in process, 1 thread) | {ref['qps']:,} | {ref['p50_ms']} | "
+        f"{ref['p99_ms']} | {ref['recall_at_10']} |",
+        f"| cost model for the layout (s = {pred['slowdown']}) | {pred['qps']:,} | | "
+        f"{pred['p99_ms']} | |",
+        f"| measured over HTTP | {got['qps']:,} | {got['p50_ms']} | {got['p99_ms']} | "
+        f"{got['recall_at_10']} |", "",
+        f"Measured / predicted: QPS {c['qps_ratio']}, p99 {c['p99_ratio']} (the measurement "
+        "includes HTTP, the ingress fan-out and merge, and the head, proxy and client on the "
+        "same cores; the model does not).",
+    ]  # fmt: skip
 
 
 def frontiers(rows: Sequence[dict[str, Any]], out: Path) -> list[str]:

@@ -11,6 +11,11 @@ sweep point (nprobe, efSearch) is measured on every thread count, the sources in
 merged into ``capacity.json`` and the report (``capacity.md``, one frontier PNG per data kind,
 SLO capacity, projection to 1B codes) is rewritten, so a run stopped half-way keeps what it
 measured; ``--append`` starts from the rows already there (runs across sessions add up).
+
+``--cluster-check``: instead of the grid, one point (``--n`` codes of the first ``--data`` and
+``--bits``, ``--cluster-index-type``) served across ``--cluster-nodes`` local Ray nodes, compared
+with the cost model's prediction for that layout (``benchmarks._capacity_cluster``); recorded as
+``projection_check`` in capacity.json (its rows kept).
 """
 
 from __future__ import annotations
@@ -75,6 +80,13 @@ class Config:
     )
     node_cores: int | None = option(None, help="node cores of the projection (default: this one's)")
     output: str = option(str(Path(__file__).parent / "results"), help="results directory")
+    cluster_check: bool = option(
+        False, help="instead of the grid: one point served across local Ray nodes vs the cost model"
+    )
+    cluster_nodes: int = option(2, help="worker nodes (one searcher group each) of --cluster-check")
+    cluster_index_type: str = option(
+        "ivf", help="index type of --cluster-check", choices=INDEX_TYPES
+    )
 
     def __post_init__(self) -> None:
         from odh_core.packing import check_n_bits
@@ -95,6 +107,13 @@ class Config:
             raise ValueError(f"Config.hnsw_m must be >= 2, got {self.hnsw_m}")
         if self.rounds < 1 or self.build_threads < 1:
             raise ValueError("Config.rounds and Config.build_threads must be >= 1")
+        if self.cluster_nodes < 1:
+            raise ValueError(f"Config.cluster_nodes must be >= 1, got {self.cluster_nodes}")
+        if self.cluster_index_type not in INDEX_TYPES:
+            raise ValueError(
+                f"Config.cluster_index_type must be one of {list(INDEX_TYPES)}, "
+                f"got {self.cluster_index_type!r}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,10 +184,15 @@ def _portable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(
-    cfg: Config, rows: list[dict], data_info: dict[str, Any], command: str | None = None
+    cfg: Config,
+    rows: list[dict],
+    data_info: dict[str, Any],
+    command: str | None = None,
+    check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rewrite capacity.json/.md and the frontier PNGs from ``rows`` (``command``: the command
-    line recorded, default this process's)."""
+    line recorded, default this process's; ``check``: the ``projection_check`` record, default
+    the one already in capacity.json)."""
     import psutil
 
     from benchmarks._capacity_report import (
@@ -196,6 +220,13 @@ def write_results(
         "projection_1b": projection_1b(capacity, memory, cores),
     }
     out = Path(cfg.output)
+    if check is None and (out / "capacity.json").is_file():
+        check = json.loads((out / "capacity.json").read_text()).get("projection_check")
+    if check is not None:
+        from benchmarks._capacity_cluster import set_checked
+
+        result["projection_check"] = check
+        result["projection_1b"] = set_checked(result["projection_1b"], check)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".capacity.json.tmp"
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -223,6 +254,8 @@ def run(config: Config) -> int:
         from benchmarks._capacity_data import REPO_ROOT
 
         cache = REPO_ROOT / cache
+    if config.cluster_check:
+        return run_cluster_check(config, rows, data_info, command, cache)
     if "odh" in config.sources and not odh_available():
         logger.warning("indexer.index_types is absent: no odh rows, references only")
     for data in config.data:
@@ -239,6 +272,41 @@ def run(config: Config) -> int:
                 rows = merge_rows(rows, block)
                 write_results(config, rows, data_info, command)
                 logger.info("%s %d-bit %s: %d rows written", data, n_bits, index_type, len(block))
+    return 0
+
+
+def run_cluster_check(
+    config: Config,
+    rows: list[dict[str, Any]],
+    data_info: dict[str, Any],
+    command: str | None,
+    cache: Path,
+) -> int:
+    """``--cluster-check``: measure the point (``benchmarks._capacity_cluster``) and record it as
+    ``projection_check``, keeping the rows already in capacity.json."""
+    from benchmarks._capacity_cluster import cluster_check
+
+    out = Path(config.output)
+    if (out / "capacity.json").is_file() and not rows:
+        old = json.loads((out / "capacity.json").read_text())
+        rows, data_info = old.get("rows", []), old.get("data_info", {})
+        command = " ; ".join(c for c in (old.get("command"), command_line()) if c)
+    data, n_bits = config.data[0], config.bits[0]
+    codes = make_codes(data, config.n, n_bits, config.queries, config.seed, cache,
+                       config.checkpoint)  # fmt: skip
+    kth = true_kth(codes, K, config.seed, cache)
+    data_info.setdefault(data, codes.info)
+    check = cluster_check(
+        codes, kth, index_type=config.cluster_index_type, nodes=config.cluster_nodes,
+        target_recall=config.slo_recall, seed=config.seed, batch=config.batch,
+        batch_s=config.batch_s, singles=config.singles, singles_s=config.singles_s,
+    )  # fmt: skip
+    logger.info(
+        "cluster check: predicted %.0f QPS, measured %.0f (ratio %.3f); p99 %.3f vs %.3f ms",
+        check["predicted"]["qps"], check["measured"]["qps"], check["qps_ratio"],
+        check["predicted"]["p99_ms"], check["measured"]["p99_ms"],
+    )  # fmt: skip
+    write_results(config, rows, data_info, command, check)
     return 0
 
 

@@ -9,7 +9,6 @@ and every finished shard (see :mod:`indexer.build_state`) and builds only what i
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 
 from indexer import storage
 from indexer.build_state import build_key, finished_shard, quantizer_ok, write_state
+from indexer.build_steps import fail_shard, run_tasks, same_index, with_search_defaults
 from indexer.codes import code_arrays, read_codes, read_encode_info
 from indexer.index_types.registry import list_index_types, make_params
 from indexer.manifest import (
@@ -31,7 +31,7 @@ from indexer.manifest import (
     write_manifest,
 )
 from indexer.quantizer import QUANTIZERS, default_nlist, list_quantizers, train_quantizer
-from indexer.shard_io import FAIL_ENV, SHARD_TASK_CPUS, fill_shard, meta_file, shard_file
+from indexer.shard_io import SHARD_TASK_CPUS, fill_shard, meta_file, shard_file
 from indexer.shards import shard_of
 from odh_core.options import option
 
@@ -53,13 +53,23 @@ __all__ = [
 ]
 
 
+AUTO = "auto"
+
+
+def build_index_types() -> list[str]:
+    """What ``--index-type`` takes: every index type, and ``auto`` (chosen by measurement)."""
+    return [*list_index_types(), AUTO]
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Parameters of one index build.
 
     ``index_type``: ``ivf`` (inverted lists over a binary k-means quantizer: ``nlist``,
     ``quantizer``, ``hnsw_m``, ``train_size``, ``seed``, ``niter``), ``hnsw`` (a graph per shard:
-    ``graph_m``, ``ef_construction``) or ``flat`` (exact). ``quantizer``: ``"flat"`` (exact
+    ``graph_m``, ``ef_construction``), ``flat`` (exact) or ``auto`` (the type chosen by
+    measurement on a sample of at most ``auto_sample`` codes, see ``indexer.build_auto``; the
+    decision is recorded as the manifest's ``auto_choice``). ``quantizer``: ``"flat"`` (exact
     assignment) or ``"hnsw"`` (an ``IndexBinaryHNSW`` over the centroids, for large ``nlist``).
     ``target_recall``: the build measures the cheapest search parameter (``nprobe`` /
     ``ef_search``) reaching this tie-aware recall@10 on 200 of the indexed codes and records it as
@@ -68,7 +78,10 @@ class BuildConfig:
     """
 
     n_shards: int = option(4, help="index shards", flag="--shards")
-    index_type: str = option("ivf", help="index type", choices=list_index_types)
+    index_type: str = option(
+        "ivf", help="index type (auto: chosen by measurement)", choices=build_index_types
+    )
+    auto_sample: int = option(50_000, help="codes sampled by --index-type auto")
     nlist: int | None = option(None, help="IVF lists (default ~4·sqrt(n))")
     train_size: int = option(100_000, help="quantizer training sample")
     seed: int = option(0, help="seed of the training sample")
@@ -97,9 +110,9 @@ class BuildConfig:
             )
         if self.hnsw_m < 2:
             raise ValueError(f"BuildConfig.hnsw_m must be >= 2, got {self.hnsw_m}")
-        if self.index_type not in list_index_types():
+        if self.index_type not in build_index_types():
             raise ValueError(
-                f"BuildConfig.index_type must be one of {list_index_types()}, "
+                f"BuildConfig.index_type must be one of {build_index_types()}, "
                 f"got {self.index_type!r}"
             )
         if self.graph_m < 2:
@@ -114,6 +127,8 @@ class BuildConfig:
             )
         if not self.task_num_cpus > 0:
             raise ValueError(f"BuildConfig.task_num_cpus must be > 0, got {self.task_num_cpus}")
+        if self.auto_sample < 1:
+            raise ValueError(f"BuildConfig.auto_sample must be >= 1, got {self.auto_sample}")
         if self.faiss_threads < 1:
             raise ValueError(f"BuildConfig.faiss_threads must be >= 1, got {self.faiss_threads}")
 
@@ -164,88 +179,6 @@ def read_code_set(
     return info, n_bits, table, ids, code_arr
 
 
-def _same_index(
-    output: str, new: Manifest, current_generation: int, storage_options: dict[str, Any] | None
-) -> bool:
-    """Whether the published manifest already names exactly ``new``'s files (a rerun that reused
-    everything): then nothing is published and the generation stays."""
-    try:
-        current = read_manifest(output, storage_options)
-    except (OSError, ValueError):
-        return False
-    return current.generation == current_generation and replace(
-        new, generation=current.generation, deleted_ids=current.deleted_ids
-    ) == replace(current, deleted_ids=current.deleted_ids)
-
-
-def _fail_shard() -> int | None:
-    value = os.environ.get(FAIL_ENV)
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ValueError(f"${FAIL_ENV} must be a shard number, got {value!r}") from exc
-
-
-def _run_tasks(refs: dict[int, Any], n_total: int, n_reused: int) -> dict[int, dict[str, Any]]:
-    """Wait for every shard task (so finished shards keep their markers), with a progress bar;
-    raise the first failure afterwards."""
-    import ray
-
-    from odh_core.progress import progress_bar
-
-    results: dict[int, dict[str, Any]] = {}
-    errors: list[tuple[int, BaseException]] = []
-    pending = {ref: s for s, ref in refs.items()}
-    with progress_bar(n_total, initial=n_reused, desc="build shards", unit="shard") as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                s = pending.pop(ref)
-                try:
-                    results[s] = ray.get(ref)
-                except Exception as exc:
-                    errors.append((s, exc))
-                bar.update(1)
-    if errors:
-        s, exc = errors[0]
-        raise RuntimeError(
-            f"build: {len(errors)} shard task(s) failed (first: shard {s}: {exc}); "
-            "rerun the same command to finish only the missing shards"
-        ) from exc
-    return results
-
-
-def _with_search_defaults(
-    manifest: Manifest,
-    output: str,
-    codes: np.ndarray,
-    cfg: BuildConfig,
-    storage_options: dict[str, Any] | None,
-) -> Manifest:
-    """``manifest`` with the measured search default for ``cfg.target_recall`` (see
-    ``indexer.search.recommend_search_defaults``) and the recall it reached in ``build``."""
-    from indexer.search import open_index, recommend_search_defaults
-
-    if cfg.target_recall <= 0:
-        return manifest
-    t0 = time.perf_counter()
-    index = open_index(output, manifest=manifest, storage_options=storage_options)
-    found, recall = recommend_search_defaults(
-        index, codes, target_recall=cfg.target_recall, seed=cfg.seed
-    )
-    del index
-    if not found:
-        return manifest
-    logger.info(
-        "build: search default %s reaches recall@10 %.3f on 200 indexed codes (%.2f s)",
-        found, recall, time.perf_counter() - t0,
-    )  # fmt: skip
-    build_config = {**manifest.build_config, "search_default_recall_at_10": round(recall, 4)}
-    return replace(manifest, search_defaults=found, build_config=build_config)
-
-
 def build(
     codes: str,
     output: str,
@@ -275,6 +208,19 @@ def build(
     t0 = time.perf_counter()
     info, n_bits, table, ids, code_arr = read_code_set(codes, storage_options)
     n = len(ids)
+    auto_choice = None
+    if cfg.index_type == AUTO:
+        from indexer.build_auto import choose_index_type
+
+        choice = choose_index_type(
+            code_arr, target_recall=cfg.target_recall, seed=cfg.seed,
+            sample_size=cfg.auto_sample, ef_construction=cfg.ef_construction,
+        )  # fmt: skip
+        logger.info("build: --index-type auto chose %s: %s", choice.index_type, choice.reason)
+        auto_choice = choice.to_json()
+        cfg = replace(
+            cfg, index_type=choice.index_type, graph_m=choice.params.get("M", cfg.graph_m)
+        )
     ivf = cfg.index_type == "ivf"
     n_lists = (cfg.nlist if cfg.nlist is not None else default_nlist(n)) if ivf else 1
     params = index_params(cfg, n_lists)
@@ -342,7 +288,7 @@ def build(
     # SPREAD: shard builds are memory-heavy and independent, so they go to different nodes.
     fill = ray.remote(num_cpus=cfg.task_num_cpus, scheduling_strategy="SPREAD")(fill_shard)
     quantizer_ref = ray.put(quantizer) if quantizer is not None else None
-    fail = _fail_shard()
+    fail = fail_shard()
     refs = {}
     for s in range(cfg.n_shards):
         if s in results:
@@ -352,7 +298,7 @@ def build(
             quantizer_ref, table.take(pa.array(rows)), n_bits, output, s, key,
             cfg.faiss_threads, storage_options, fail == s, generation, cfg.index_type, params,
         )  # fmt: skip
-    results.update(_run_tasks(refs, cfg.n_shards, len(results)))
+    results.update(run_tasks(refs, cfg.n_shards, len(results)))
     shards = tuple(
         ShardEntry(
             shard=s,
@@ -384,9 +330,12 @@ def build(
         },
         index_type=cfg.index_type,
         index_params=params,
+        auto_choice=auto_choice,
     )  # fmt: skip
-    manifest = _with_search_defaults(manifest, output, code_arr, cfg, storage_options)
-    if current and _same_index(output, manifest, current, storage_options):
+    manifest = with_search_defaults(
+        manifest, output, code_arr, cfg.target_recall, cfg.seed, storage_options
+    )
+    if current and same_index(output, manifest, current, storage_options):
         logger.info("build: %s already holds exactly this index (generation %d)", output, current)
         return read_manifest(output, storage_options)
     write_manifest(output, manifest, storage_options)

@@ -104,6 +104,9 @@ class Manifest:
     version checked). A format-1 manifest (no ``index`` block) loads as an ``ivf`` index with no
     search defaults. ``nlist`` is 1 for types without lists. ``search_defaults`` are the search
     parameters a request that omits them gets (e.g. ``{"nprobe": 8}``, chosen at build time).
+    ``auto_choice`` (``index.auto_choice``, ``null`` unless built with ``--index-type auto``): the
+    measured candidates and the reason for the type (``indexer.build_auto.AutoChoice``); manifests
+    without it load unchanged.
     """
 
     n_bits: int
@@ -125,6 +128,9 @@ class Manifest:
     )
     search_defaults: dict[str, Any] = field(
         default_factory=dict, metadata=json_path("index", "search_defaults")
+    )
+    auto_choice: dict[str, Any] | None = field(
+        default=None, metadata=json_path("index", "auto_choice")
     )
     format_version: int = FORMAT_VERSION
 
@@ -172,7 +178,10 @@ class Manifest:
         return len(self.shards)
 
     def to_json(self) -> dict[str, Any]:
-        return formats.to_json(self)
+        out = formats.to_json(self)
+        if self.auto_choice is None:  # written only by auto builds: other manifests unchanged
+            out["index"].pop("auto_choice", None)
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = MANIFEST_FILE) -> Manifest:

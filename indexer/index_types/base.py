@@ -159,6 +159,8 @@ class IndexType:
     search_params: ClassVar[tuple[str, ...]] = ()
     needs_training: ClassVar[bool] = False
     can_remove: ClassVar[bool] = False
+    #: Search arrays derived from the FAISS index (types that have them), reset by ``_changed``.
+    _scan: Any = None
 
     def __init__(self, n_bits: int, params: Any = None) -> None:
         self.n_bits = check_n_bits(n_bits, "n_bits")
@@ -189,8 +191,25 @@ class IndexType:
         """Train on ``codes`` (a no-op for types that need no training)."""
         check_codes(codes, self.n_bits)
 
+    def _writable(self, op: str) -> faiss.IndexBinary | None:
+        """Hook: the FAISS index ``add`` / ``remove`` (``op``) write to, once the type's
+        precondition holds (else ValueError naming the type); ``None``: nothing to remove."""
+        return self.faiss_index()
+
+    def _changed(self) -> None:
+        """Hook after ``add`` / ``remove``: drop what was derived from the index (the scan
+        arrays of ``flat`` and ``ivf``, rebuilt on the next search)."""
+        self._scan = None
+
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
-        raise NotImplementedError
+        """Add ``codes uint8[n, n_bits/8]`` under ``ids int64[n]`` (checked, then the type's
+        precondition, e.g. ``ivf`` must be trained)."""
+        codes = check_codes(codes, self.n_bits)
+        ids = check_ids(ids, len(codes))
+        index = self._writable("add")
+        if len(ids):
+            index.add_with_ids(codes, ids)
+        self._changed()
 
     def _search(
         self, codes: np.ndarray, k: int, threads: int, params: dict[str, Any]
@@ -199,10 +218,20 @@ class IndexType:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were removed. Types that cannot: ValueError."""
-        raise ValueError(
-            f"index type {self.name!r} cannot remove ids (FAISS {self.faiss_class} has no "
-            "remove_ids); rebuild the index without them, or use index type 'ivf' or 'flat'"
-        )
+        import faiss
+
+        if not self.can_remove:
+            raise ValueError(
+                f"index type {self.name!r} cannot remove ids (FAISS {self.faiss_class} has no "
+                "remove_ids); rebuild the index without them, or use index type 'ivf' or 'flat'"
+            )
+        ids = check_ids(ids)
+        index = self._writable("remove")
+        if index is None or not len(ids):
+            return 0
+        removed = int(index.remove_ids(faiss.IDSelectorBatch(ids)))
+        self._changed()
+        return removed
 
     faiss_class: ClassVar[str] = ""
 

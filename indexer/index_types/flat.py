@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.index_types.base import IndexType, check_codes, check_ids
+from indexer.index_types.base import IndexType
 from indexer.index_types.registry import register_index_type
 from indexer.index_types.scan import ListScan, to_words
 
@@ -74,26 +74,10 @@ class FlatIndex(IndexType):
             )
         return cls(int(index.d), params, index=index)
 
-    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
-        codes = check_codes(codes, self.n_bits)
-        ids = check_ids(ids, len(codes))
+    def _writable(self, op: str) -> Any:
         if self._index is None:
-            raise ValueError("index type 'flat': a search-only merge cannot add")
-        if len(ids):
-            self._index.add_with_ids(codes, ids)
-        self._scan = None
-
-    def remove(self, ids: np.ndarray) -> int:
-        import faiss
-
-        ids = check_ids(ids)
-        if self._index is None:
-            raise ValueError("index type 'flat': a search-only merge cannot remove")
-        if not len(ids):
-            return 0
-        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
-        self._scan = None
-        return removed
+            raise ValueError(f"index type 'flat': a search-only merge cannot {op}")
+        return self._index
 
     def faiss_index(self) -> Any:
         if self._index is None:

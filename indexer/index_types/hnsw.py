@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.index_types.base import IndexType, check_codes, check_ids, sort_rows
+from indexer.index_types.base import IndexType, sort_rows
 from indexer.index_types.registry import register_index_type
 from indexer.index_types.scan import run_blocks
 
@@ -91,12 +91,6 @@ class HnswIndex(IndexType):
                 M=int(inner.hnsw.nb_neighbors(1)), ef_construction=int(inner.hnsw.efConstruction)
             )
         return cls(int(index.d), params, index=index)
-
-    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
-        codes = check_codes(codes, self.n_bits)
-        ids = check_ids(ids, len(codes))
-        if len(ids):
-            self._index.add_with_ids(codes, ids)
 
     def faiss_index(self) -> Any:
         return self._index

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.index_types.base import IndexType, check_codes, check_ids
+from indexer.index_types.base import IndexType, check_codes
 from indexer.index_types.registry import register_index_type
 from indexer.index_types.scan import ListScan, to_words
 from indexer.quantizer import QUANTIZERS, default_nlist, empty_ivf, train_ivf
@@ -139,24 +139,10 @@ class IvfIndex(IndexType):
         )  # fmt: skip
         self._scan = None
 
-    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
-        codes = check_codes(codes, self.n_bits)
-        ids = check_ids(ids, len(codes))
-        if not self.is_trained:
+    def _writable(self, op: str) -> Any:
+        if op == "add" and not self.is_trained:
             raise ValueError("index type 'ivf': train before add")
-        if len(ids):
-            self._index.add_with_ids(codes, ids)
-        self._scan = None
-
-    def remove(self, ids: np.ndarray) -> int:
-        import faiss
-
-        ids = check_ids(ids)
-        if self._index is None or not len(ids):
-            return 0
-        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
-        self._scan = None
-        return removed
+        return self._index  # None (nothing to remove) for a search-only merge
 
     def faiss_index(self) -> Any:
         if self._index is None:

@@ -6,22 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
+from odh_core.registry import Registry
+
 logger = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, type] = {}
 T = TypeVar("T", bound=type)
-
-
-def register_index_type(cls: T) -> T:
-    """Class decorator: register an ``IndexType`` subclass under its ``name``."""
-    name = getattr(cls, "name", "")
-    if not name:
-        raise ValueError(f"{cls.__name__}: an index type needs a non-empty name")
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ValueError(f"index type {name!r} is already registered ({_REGISTRY[name].__name__})")
-    _REGISTRY[name] = cls
-    return cls
-
 
 #: The built-in types and their modules, imported on first use (so that naming the types — the
 #: CLI's choices, manifest validation — imports neither FAISS nor numba).
@@ -30,22 +19,25 @@ _BUILTIN: dict[str, str] = {
     "hnsw": "indexer.index_types.hnsw",
     "ivf": "indexer.index_types.ivf",
 }
+_REGISTRY: Registry[type] = Registry("index type", field="index_type", modules=_BUILTIN)
+
+
+def register_index_type(cls: T) -> T:
+    """Class decorator: register an ``IndexType`` subclass under its ``name``."""
+    name = getattr(cls, "name", "")
+    if not name:
+        raise ValueError(f"{cls.__name__}: an index type needs a non-empty name")
+    return _REGISTRY.add(name, cls)
 
 
 def list_index_types() -> list[str]:
     """Names of the index types (built-in and registered), sorted."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
+    return _REGISTRY.names()
 
 
 def get_index_type(name: str) -> Any:
     """The adapter class registered as ``name``; ValueError naming ``index_type`` otherwise."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        import importlib
-
-        importlib.import_module(_BUILTIN[name])  # registers it
-    if name not in _REGISTRY:
-        raise ValueError(f"index_type must be one of {list_index_types()}, got {name!r}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def make_params(name: str, params: dict[str, Any] | None) -> Any:

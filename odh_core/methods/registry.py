@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from odh_core.registry import Registry
+
 if TYPE_CHECKING:
     from odh_core.methods.base import HashMethod
 
@@ -25,42 +27,37 @@ __all__ = [
     "register_method",
 ]
 
-_REGISTRY: dict[str, type[HashMethod]] = {}
-
 M = TypeVar("M", bound="type[HashMethod]")
-
-
-def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator: register a :class:`~odh_core.methods.base.HashMethod` under ``name``."""
-
-    def wrap(cls: M) -> M:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"hashing method {name!r} is registered twice")
-        if not dataclasses.is_dataclass(cls.config_class):
-            raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
 
 
 def _load_all() -> None:
     import odh_core.methods  # noqa: F401  (its __init__ imports every method module)
 
 
+_REGISTRY: Registry[type[HashMethod]] = Registry("hashing method", load_all=_load_all, sort=False)
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator: register a :class:`~odh_core.methods.base.HashMethod` under ``name``."""
+
+    def wrap(cls: M) -> M:
+        if not dataclasses.is_dataclass(cls.config_class):
+            raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
+        _REGISTRY.add(name, cls)
+        cls.name = name
+        return cls
+
+    return wrap
+
+
 def list_methods() -> list[str]:
     """The registered method names, in registration order."""
-    _load_all()
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_method_class(name: str) -> type[HashMethod]:
     """The method class registered as ``name`` (ValueError naming the choices otherwise)."""
-    _load_all()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown hashing method {name!r}; choose one of {list(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def method_config(name: str, values: dict[str, Any] | None = None) -> Any:

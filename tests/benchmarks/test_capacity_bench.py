@@ -165,3 +165,51 @@ def test_ratio_targets_and_merge() -> None:
     assert "not measured" in targets([faiss], 0.95)[0]
     merged = merge_rows([faiss, odh], [_row(qps_per_core=2000.0)])
     assert len(merged) == 2 and merged[0]["qps_per_core"] == 2000.0
+
+
+def test_cluster_layout_prediction_and_checked_projection() -> None:
+    from benchmarks._capacity_cluster import predict_layout, set_checked
+
+    # flat/IVF: half the codes per shard → half the per-query cost → twice the QPS of one copy
+    p = predict_layout("ivf", 1_000_000, 2, qps_ref=1000.0, p99_ref_ms=4.0)
+    assert p == {"codes_per_shard": 500_000, "slowdown": 0.5, "qps": 2000.0, "p99_ms": 2.0}
+    h = predict_layout("hnsw", 1_000_000, 2, qps_ref=1000.0, p99_ref_ms=4.0)
+    assert h["qps"] == pytest.approx(1000 * math.log(1e6) / math.log(5e5), abs=0.1)
+    with pytest.raises(ValueError, match="nodes"):
+        predict_layout("flat", 10, 0, 1.0, 1.0)
+    proj = [
+        _row(checked_against_cluster=None),
+        _row(index_type="hnsw", checked_against_cluster=None),
+    ]
+    check = {"data": "clustered", "n_bits": 64, "index_type": "ivf", "n": 3000, "nodes": 2,
+             "qps_ratio": 0.5, "p99_ratio": 3.0}  # fmt: skip
+    out = set_checked(proj, check)
+    assert out[0]["checked_against_cluster"] == {"n": 3000, "nodes": 2, "qps_ratio": 0.5,
+                                                 "p99_ratio": 3.0}  # fmt: skip
+    assert out[1]["checked_against_cluster"] is None
+
+
+@pytest.mark.e2e
+def test_cluster_check_serves_across_two_ray_nodes(tmp_path: Path) -> None:
+    """``odh bench capacity --cluster-check`` on a tiny set (a head and two worker nodes, ~1 min;
+    its own process, as the multi-node scenario: Ray's local Cluster needs a fresh driver)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "bench", "capacity", "--cluster-check",
+         "--n", "3000", "--bits", "64", "--data", "clustered", "--queries", "50",
+         "--batch-s", "0.2", "--singles", "10", "--singles-s", "0.5",
+         "--output", str(out), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((out / "capacity.json").read_text())
+    c = result["projection_check"]
+    assert c["nodes"] == 2 and c["shards"] == 2 and c["served_groups"] == 2 and c["n"] == 3000
+    # the served answers are the index's: the same recall as the in-process reference
+    assert c["measured"]["recall_at_10"] == c["reference"]["recall_at_10"] >= 0.95
+    assert c["predicted"]["qps"] == pytest.approx(2 * c["reference"]["qps"], rel=1e-3)
+    assert c["qps_ratio"] == pytest.approx(c["measured"]["qps"] / c["predicted"]["qps"], abs=1e-3)
+    assert "Projection check on the local multi-node cluster" in (out / "capacity.md").read_text()
