@@ -22,7 +22,7 @@ def backbone_stats() -> dict[str, Any]:
     from odh_core.models import create_encoder, default_input_size, model_stats
 
     out: dict[str, Any] = {}
-    for name, ch in (("resnet_small", 1), ("resnet18", 3)):
+    for name, ch in (("resnet_small", 1), ("resnet_small_wide", 1), ("resnet18", 3)):
         model = create_encoder(name, n_bits=64, in_channels=ch)
         stats = model_stats(model, default_input_size(name), in_channels=ch)
         try:
