@@ -52,13 +52,29 @@ def fmnist_label_distances() -> np.ndarray:
     return hierarchy_distances(HIERARCHY, CLASS_NAMES)
 
 
+# Knobs added after run records were first keyed, left out of ``run_config_key`` while at these
+# (their default, behaviour-neutral) values: a default run keeps the key that the records already
+# hold, so ``--append`` still finds it. TrainConfig fields, then the method config's (per method).
+KEY_OMIT_AT_DEFAULT: dict[str, Any] = {"two_step": False, "init_from": ""}
+METHOD_KEY_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
+    "odh": {"w_distill": 0.0, "distill_temperature": 1.0},
+}
+
+
 def run_config_key(cfg: Any, args: argparse.Namespace) -> str:
     """The full run configuration as one string (plots and tables are keyed by it): every
-    TrainConfig field but the seed, the method's full config, the protocol and the device."""
+    TrainConfig field but the seed, the method's full config, the protocol and the device
+    (the knobs of :data:`KEY_OMIT_AT_DEFAULT` only when set away from their default)."""
     import json
 
+    def kept(items: dict[str, Any], omit: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in items.items() if k not in omit or v != omit[k]}
+
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "method_config")}
-    fields["method_config"] = cfg.full_method_config()
+    fields = kept(fields, KEY_OMIT_AT_DEFAULT)
+    fields["method_config"] = kept(
+        cfg.full_method_config(), METHOD_KEY_OMIT_AT_DEFAULT.get(cfg.method, {})
+    )
     return json.dumps({"protocol": PROTOCOL, "device": args.device_name, **fields}, sort_keys=True)
 
 

@@ -126,6 +126,14 @@ def test_odh_ablations_grid_pairs_with_the_methods_grid() -> None:
         if s.variant == "default":  # the baseline and ODH-FP are the methods grid's runs
             assert s.label in ("ODH-BNN", "ODH-FP")
             assert keys[(s.label, s.variant, s.seed)] == methods[(s.label, s.seed)]
+    # knobs added later stay out of a default run's key (the records already hold its key) ...
+    base_key = keys[("ODH-BNN", "default", 0)]
+    for knob in ("two_step", "init_from", "w_distill", "distill_temperature"):
+        assert f'"{knob}"' not in base_key
+    # ... and are in it when set
+    assert '"two_step": true' in keys[("ODH-BNN", "two-step", 0)]
+    assert '"w_distill": 1.0' in keys[("ODH-BNN", "distill", 0)]
+    assert '"init_from": "fp-twin' in keys[("ODH-BNN", "init-from-fp", 0)]
     # every variant is its own configuration, the same for every seed
     per_variant = {(lab, v): k for (lab, v, _), k in keys.items()}
     assert len(set(per_variant.values())) == len(per_variant) == 2 + len(ODH_ABLATIONS)
