@@ -45,12 +45,60 @@ def methods_grid(bits: tuple[int, ...], seeds: int) -> list[RunSpec]:
     ]
 
 
-GRIDS = ("smoke", "cpu", "core", "ablations", "full", "resnet18", "methods", "methods-64")
+#: ``TrainConfig.init_from`` of a run initialised from its full-precision twin: the run trains
+#: ODH-FP (same bits and seed) first and starts from its weights (``_quality_run``).
+FP_TWIN = "fp-twin (ODH-FP of the same seed, trained first by the run)"
+
+#: The ODH-BNN variants of the ``odh-ablations`` grid: variant → RunSpec overrides (issue 11).
+ODH_ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-stage2": {"stage2": False},
+    "hc-strong+separate-views": {"method_config": {"hc_strong": True, "separate_views": True}},
+    "w-agg-0.1": {"method_config": {"w_agg": 0.1}},
+    "distill": {"method_config": {"w_distill": 1.0}},
+    "two-step": {"two_step": True},
+    "wide": {"model": "resnet_small_wide"},
+    "init-from-fp": {"init_from": FP_TWIN},
+}
+
+
+def odh_ablations_grid(seeds: int, n_bits: int = 64) -> list[RunSpec]:
+    """Per seed 0…seeds−1: the baseline ODH-BNN, its full-precision twin ODH-FP (the gap) and
+    every variant of :data:`ODH_ABLATIONS`. The baseline and ODH-FP are the methods grid's own
+    runs (same spec, variant ``default``, hence the same ``config_key``): ``--append`` shares
+    them with a methods grid, and seed s is the same split and initialisation seed in both."""
+    specs = []
+    for seed in range(seeds):
+        specs += [
+            RunSpec("ODH-BNN", "odh", True, n_bits, seed),
+            RunSpec("ODH-FP", "odh", False, n_bits, seed),
+        ]
+        specs += [
+            RunSpec("ODH-BNN", "odh", True, n_bits, seed, variant=v, overrides=dict(o))
+            for v, o in ODH_ABLATIONS.items()
+        ]
+    return specs
+
+
+GRIDS = (
+    "smoke",
+    "cpu",
+    "core",
+    "ablations",
+    "full",
+    "resnet18",
+    "methods",
+    "methods-64",
+    "odh-ablations",
+)
 
 
 def grid(name: str, seeds: int = 3) -> list[RunSpec]:
     """The named run grid: smoke, cpu, core, ablations, full, resnet18, methods (every method ×
-    {BNN, FP} × {64, 32} bits × ``seeds``), methods-64 (the same at 64 bits only)."""
+    {BNN, FP} × {64, 32} bits × ``seeds``), methods-64 (the same at 64 bits only),
+    odh-ablations (ODH-BNN at 64 bits: baseline, ODH-FP and the variants of
+    :data:`ODH_ABLATIONS`, × ``seeds``, paired with the methods grid)."""
+    if name == "odh-ablations":
+        return odh_ablations_grid(seeds)
     if name == "methods":
         return methods_grid((64, 32), seeds)
     if name == "methods-64":

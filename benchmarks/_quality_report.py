@@ -12,7 +12,7 @@ import tempfile
 from typing import Any
 
 from benchmarks._quality_grid import PROTOCOL
-from benchmarks._quality_paired import paired_markdown
+from benchmarks._quality_paired import paired_markdown, variant_markdown
 
 logger = logging.getLogger("odh.bench.quality")
 
@@ -22,7 +22,7 @@ def backbone_stats() -> dict[str, Any]:
     from odh_core.models import create_encoder, default_input_size, model_stats
 
     out: dict[str, Any] = {}
-    for name, ch in (("resnet_small", 1), ("resnet18", 3)):
+    for name, ch in (("resnet_small", 1), ("resnet_small_wide", 1), ("resnet18", 3)):
         model = create_encoder(name, n_bits=64, in_channels=ch)
         stats = model_stats(model, default_input_size(name), in_channels=ch)
         try:
@@ -184,6 +184,7 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
         )
     lines.append("")
     lines += paired_markdown(runs)
+    lines += variant_markdown(runs)
     settings = sorted(
         {(r["backbone"], r["device"], tuple(r.get("epochs_detail", ()))) for r in runs}
     )

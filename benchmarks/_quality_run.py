@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._quality_data import load_fmnist1, to_model_input, upsample_uint8
-from benchmarks._quality_grid import PROTOCOL, RunSpec
+from benchmarks._quality_grid import FP_TWIN, PROTOCOL, RunSpec
 
 logger = logging.getLogger("odh.bench.quality")
 
@@ -29,7 +29,7 @@ def _config(spec: RunSpec, args: argparse.Namespace) -> Any:
     if not over.pop("stage2", True):
         s1, s2 = s1 + s2, 0
     return TrainConfig(
-        model=args.model,
+        model=over.pop("model", args.model),
         n_bits=spec.n_bits,
         layer=spec.layer,
         binary=spec.binary,
@@ -52,13 +52,29 @@ def fmnist_label_distances() -> np.ndarray:
     return hierarchy_distances(HIERARCHY, CLASS_NAMES)
 
 
+# Knobs added after run records were first keyed, left out of ``run_config_key`` while at these
+# (their default, behaviour-neutral) values: a default run keeps the key that the records already
+# hold, so ``--append`` still finds it. TrainConfig fields, then the method config's (per method).
+KEY_OMIT_AT_DEFAULT: dict[str, Any] = {"two_step": False, "init_from": ""}
+METHOD_KEY_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {
+    "odh": {"w_distill": 0.0, "distill_temperature": 1.0},
+}
+
+
 def run_config_key(cfg: Any, args: argparse.Namespace) -> str:
     """The full run configuration as one string (plots and tables are keyed by it): every
-    TrainConfig field but the seed, the method's full config, the protocol and the device."""
+    TrainConfig field but the seed, the method's full config, the protocol and the device
+    (the knobs of :data:`KEY_OMIT_AT_DEFAULT` only when set away from their default)."""
     import json
 
+    def kept(items: dict[str, Any], omit: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in items.items() if k not in omit or v != omit[k]}
+
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "method_config")}
-    fields["method_config"] = cfg.full_method_config()
+    fields = kept(fields, KEY_OMIT_AT_DEFAULT)
+    fields["method_config"] = kept(
+        cfg.full_method_config(), METHOD_KEY_OMIT_AT_DEFAULT.get(cfg.method, {})
+    )
     return json.dumps({"protocol": PROTOCOL, "device": args.device_name, **fields}, sort_keys=True)
 
 
@@ -174,8 +190,57 @@ def encode(model: Any, images: np.ndarray, size: int, channels: int, device: str
     return np.concatenate(out)
 
 
+def _train_from_fp_twin(
+    spec: RunSpec, cfg: Any, data: dict[str, Any], args: argparse.Namespace
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """``init_from`` = :data:`FP_TWIN`: train ODH-FP with the same bits and seed (the methods
+    grid's ODH-FP run), save it to a temporary checkpoint, train ``cfg`` from it. Returns
+    (model, info, what the record says of the twin)."""
+    import dataclasses
+
+    from odh_core.checkpoint import EncoderConfig, save_checkpoint
+
+    fp_spec = RunSpec("ODH-FP", spec.method, False, spec.n_bits, spec.seed)
+    fp_cfg = _config(fp_spec, args)
+    t0 = time.perf_counter()
+    fp_model, fp_info = _train(fp_spec, fp_cfg, data["train_model"], args)
+    twin = {
+        "kind": "fp-twin",
+        "label": fp_spec.label,
+        "seed": fp_spec.seed,
+        "config_key": run_config_key(fp_cfg, args),
+        "best_val_map": fp_info.get("best_val_map"),
+        "train_s": round(time.perf_counter() - t0, 2),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        enc_cfg = EncoderConfig(
+            name=fp_cfg.model,
+            n_bits=fp_cfg.n_bits,
+            channels=args.channels,
+            mean=tuple(float(v) for v in fp_model.norm[0].flatten().cpu()),
+            std=tuple(float(v) for v in fp_model.norm[1].flatten().cpu()),
+            image_size=args.size,
+            method=fp_cfg.method,
+            binary=False,
+        )
+        path = save_checkpoint(fp_model.cpu(), enc_cfg, f"{tmp}/fp-twin")
+        model, info = _train(
+            spec, dataclasses.replace(cfg, init_from=path), data["train_model"], args
+        )
+    logger.info(
+        "%s %s seed=%d: initialised from its FP twin (%s)",
+        spec.label,
+        spec.variant,
+        spec.seed,
+        twin,
+    )
+    return model, info, twin
+
+
 def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Train, encode query + database, evaluate; returns the run record."""
+    """Train, encode query + database, evaluate; returns the run record. A run whose
+    ``init_from`` is :data:`FP_TWIN` trains its full-precision twin first (``train_s`` and
+    ``wall_s`` include it; ``init_from_run`` describes it)."""
     from odh_core.metrics import (
         evaluate_codes,
         mean_average_hierarchical_precision,
@@ -184,7 +249,11 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
 
     cfg = _config(spec, args)
     t0 = time.perf_counter()
-    model, info = _train(spec, cfg, data["train_model"], args)
+    twin: dict[str, Any] | None = None
+    if cfg.init_from == FP_TWIN:
+        model, info, twin = _train_from_fp_twin(spec, cfg, data, args)
+    else:
+        model, info = _train(spec, cfg, data["train_model"], args)
     train_s = time.perf_counter() - t0
     q = encode(model, data["query"][0], args.size, args.channels, args.device)
     db = encode(model, data["database"][0], args.size, args.channels, args.device)
@@ -206,7 +275,8 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
         "method": spec.method,
         "label": spec.label,
         "variant": spec.variant,
-        "backbone": args.model,
+        "backbone": cfg.model,
+        "base_backbone": args.model,  # the grid's backbone (a variant may change it)
         "layer": cfg.effective_layer if spec.binary else "fp",
         "binary": spec.binary,
         "n_bits": spec.n_bits,
@@ -229,6 +299,8 @@ def run_one(spec: RunSpec, data: dict[str, Any], args: argparse.Namespace) -> di
         "command": args.command,
         "method_config": cfg.full_method_config(),
         "config_key": run_config_key(cfg, args),
+        "train_config": {k: v for k, v in cfg.to_dict().items() if k != "method_config"},
+        "init_from_run": twin,
         "metrics": {k: metrics[k] for k in keys},
         "metrics_hierarchical": {"mahp_250": mahp},
         "validation": info,

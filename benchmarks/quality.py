@@ -65,9 +65,13 @@ class Config:
     runs: str = option(
         "cpu",
         help="grid: smoke, cpu, core, ablations, full, resnet18, methods (every method × "
-        "{BNN, FP} × {64, 32} bits × seeds), methods-64",
+        "{BNN, FP} × {64, 32} bits × seeds), methods-64, odh-ablations (ODH-BNN at 64 bits × "
+        "seeds: baseline, ODH-FP, no-stage2, hc-strong+separate-views, w-agg-0.1, distill, "
+        "two-step, wide, init-from-fp; paired with the methods grid's runs)",
     )
-    seeds: int = option(3, help="seeds per configuration in the methods grids (paired)")
+    seeds: int = option(
+        3, help="seeds per configuration in the methods and odh-ablations grids (paired)"
+    )
     methods: tuple[str, ...] | None = option(
         None, help="keep only runs of these methods (default: every method of the grid)"
     )
@@ -80,7 +84,8 @@ class Config:
     )
     epochs: str | None = option(
         None,
-        help="warm-up,stage1,stage2 (default per device and grid; methods grids on cpu: "
+        help="warm-up,stage1,stage2 (default per device and grid; methods and odh-ablations "
+        "grids on cpu: "
         f"{CPU_METHODS_EPOCHS})",
     )
     batch_size: int = option(128, help="training batch size")
@@ -137,7 +142,9 @@ def run(config: Config) -> int:
 
     args.size = default_input_size(args.model)
     args.channels = 1 if args.size == 28 else 3
-    if args.epochs is None and args.runs.startswith("methods") and args.device == "cpu":
+    # odh-ablations shares its baseline and ODH-FP runs with the methods grid: same schedule
+    paired_grid = args.runs.startswith("methods") or args.runs == "odh-ablations"
+    if args.epochs is None and paired_grid and args.device == "cpu":
         args.epochs = CPU_METHODS_EPOCHS
     if args.epochs is None:
         args.epochs = {"smoke": "1,1,1"}.get(args.runs) or (

@@ -120,6 +120,18 @@ class TrainConfig:
         "on long runs; see odh bench train-speed)",
         flag="--compile",
     )
+    two_step: bool = option(
+        False,
+        help="two-step BNN training: binary activations with the real latent weights for the "
+        "first half of stage 1's steps, binary weights from then on; no weight decay on the "
+        "latent binary conv weights (binary networks only; default: binary weights throughout)",
+    )
+    init_from: str = option(
+        "",
+        help="checkpoint directory of a trained encoder (e.g. the full-precision twin, same "
+        "model and bits) whose tensors of matching name and shape initialise the encoder "
+        "before stage 1 (default: random initialisation)",
+    )
     mode: str = option(
         "spec",
         help="faithful: layer xnor is built as the reference code's weight-only XNOR",
@@ -202,6 +214,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.num_threads < 1:
             raise ValueError(f"TrainConfig.num_threads must be >= 1, got {self.num_threads}")
+        if not isinstance(self.init_from, str):
+            raise TypeError(
+                f"TrainConfig.init_from must be a path string, got {type(self.init_from).__name__}"
+            )
+        if self.two_step and not self.binary:
+            raise ValueError("TrainConfig.two_step needs a binary network (binary=True)")
         kernels = _list_kernels()
         if self.kernels not in kernels:
             raise ValueError(f"TrainConfig.kernels must be one of {kernels}, got {self.kernels!r}")

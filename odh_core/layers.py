@@ -102,8 +102,15 @@ class BinaryConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.cfg = cfg
         self.ede_t = 1.0  # a Python float: no device sync per forward
+        # two-step training, step 1 (TrainConfig.two_step): the training forward convolves with
+        # the real latent weights; evaluation always uses the binary weights
+        self.real_weights = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.real_weights and self.training:
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
         w = binarize_weight(self.weight, self.cfg.weight_mode, self.ede_t)
         if self.training or self.bias is not None:
             return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -123,6 +130,23 @@ def set_ede_progress(model: nn.Module, progress: float) -> float:
         if isinstance(mod, BinaryActivation | BinaryConv2d):
             mod.ede_t = t
     return t
+
+
+def set_real_weights(model: nn.Module, real: bool) -> int:
+    """Make every :class:`BinaryConv2d` in ``model`` train with its real latent weights
+    (``real``: two-step training's first step) or with binary weights (the default); returns
+    how many convolutions were set. Evaluation-mode forwards always use binary weights."""
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, BinaryConv2d):
+            mod.real_weights = bool(real)
+            n += 1
+    return n
+
+
+def latent_binary_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The latent (real) weights of every :class:`BinaryConv2d` in ``model``."""
+    return [mod.weight for mod in model.modules() if isinstance(mod, BinaryConv2d)]
 
 
 def set_kernels(model: nn.Module, kernels: str) -> nn.Module:

@@ -1,4 +1,5 @@
-"""Loss functions: ODH hash-centre (L_hc), code aggregation (L_agg), classification, CSQ."""
+"""Loss functions: ODH hash-centre (L_hc), code aggregation (L_agg), classification,
+distillation, CSQ."""
 
 from __future__ import annotations
 
@@ -74,6 +75,31 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     y = _as_targets(targets, logits.shape[1])
     y = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
     return -(y * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def distillation_loss(
+    h: torch.Tensor,
+    centres: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    tau: float = 0.2,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(p ‖ q) averaged over the batch: p = softmax(teacher_logits / T) (the full-precision
+    classifier), q = softmax_k(⟨h_i/‖h_i‖, c_k/√K⟩ / τ) (the codes' softmax over the class
+    centres, as in L_hc). Gradients flow into ``h`` (and whatever the caller does not detach)."""
+    if tau <= 0 or temperature <= 0:
+        raise ValueError(f"tau and temperature must be positive, got {tau}, {temperature}")
+    if teacher_logits.shape != (h.shape[0], centres.shape[0]):
+        raise ValueError(
+            f"teacher_logits must be [{h.shape[0]}, {centres.shape[0]}], "
+            f"got {tuple(teacher_logits.shape)}"
+        )
+    h_hat = F.normalize(h, dim=1, eps=1e-8)
+    c_hat = centres / math.sqrt(centres.shape[1])
+    log_q = F.log_softmax(h_hat @ c_hat.T / tau, dim=1)
+    log_p = F.log_softmax(teacher_logits / temperature, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
 
 
 def csq_loss(h: torch.Tensor, sample_centres: torch.Tensor, *, lam: float = 1e-4) -> torch.Tensor:

@@ -16,15 +16,11 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from odh_core.augment import STRONG, WEAK, augment
 from odh_core.config import TrainConfig
 from odh_core.data import (
     GroupBatchSampler,
@@ -34,201 +30,44 @@ from odh_core.data import (
     split_indices,
 )
 from odh_core.determinism import determinism_info, deterministic_torch
-from odh_core.layers import get_layer_config, set_ede_progress
-from odh_core.losses import classification_loss
-from odh_core.methods.base import HashMethod, MethodSetup, StepInput
-from odh_core.metrics import evaluate_codes
+from odh_core.init_from import load_init_weights
+from odh_core.layers import (
+    get_layer_config,
+    latent_binary_weights,
+    set_ede_progress,
+    set_real_weights,
+)
+from odh_core.loop import (
+    FitResult,
+    LoopContext,
+    LoopRng,
+    StateFn,
+    cpu_state,
+    n_batches,
+    validate,
+)
+from odh_core.methods.base import HashMethod, MethodSetup
 from odh_core.models import create_encoder
-from odh_core.packing import pack_bits
 from odh_core.progress import EpochProgress as _Progress
-from odh_core.speed import apply_speed_settings, maybe_compile, memory_format
-from odh_core.trainmodule import ClassifierView, HashTrainModule
+from odh_core.speed import apply_speed_settings, maybe_compile
+from odh_core.step import step_loss
+from odh_core.trainmodule import HashTrainModule
+from odh_core.warmup import warmup
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "HashTrainModule", "LoopContext", "fit"]
+__all__ = [
+    "FitResult",
+    "HashTrainModule",
+    "LoopContext",
+    "StateFn",
+    "check_method_labels",
+    "fit",
+]
 
-StateFn = Callable[[], dict[str, Any]]
-
-
-@dataclass
-class LoopContext:
-    """How the loop talks to its runtime (single process or a Ray Train worker).
-
-    ``end_epoch(metrics, state_fn)`` is called by every rank after every epoch (when set; else
-    ``report(metrics)``); ``state_fn()`` returns the full training state to checkpoint.
-    ``initial_state`` is such a state to resume from. ``observe(metrics, encoder, method)``, when
-    set, is called by every rank once after every stage-1/2 epoch (not the warm-up), after
-    validation and before ``end_epoch``: a read-only look at the model (``odh bench findings``);
-    it must not change the modules' state or draw from the loop's random generators.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    prepare: Callable[[nn.Module], nn.Module] = lambda m: m
-    report: Callable[[dict[str, Any]], None] = lambda metrics: None
-    end_epoch: Callable[[dict[str, Any], StateFn], None] | None = None
-    initial_state: dict[str, Any] | None = None
-    observe: Callable[[dict[str, Any], nn.Module, HashMethod], None] | None = None
-
-    def epoch_done(self, metrics: dict[str, Any], state_fn: StateFn) -> None:
-        if self.end_epoch is not None:
-            self.end_epoch(metrics, state_fn)
-        else:
-            self.report(metrics)
-
-
-@dataclass
-class FitResult:
-    state_dict: dict[str, torch.Tensor]
-    n_classes: int
-    image_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    best_epoch: int
-    best_val_map: float | None
-    history: list[dict[str, Any]]
-    resumed_from: int | None = None  # global epoch of the state the run resumed from
-    method_info: dict[str, Any] = field(default_factory=dict)  # what the method reports
-    determinism: dict[str, Any] = field(default_factory=dict)  # threads, kernels (for records)
-
-
-@dataclass
-class _Rng:
-    gen: torch.Generator
-    rng: np.random.Generator
-    agg: torch.Generator
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "gen": self.gen.get_state(),
-            "rng": self.rng.bit_generator.state,
-            "agg": self.agg.get_state(),
-            "torch": torch.get_rng_state(),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.gen.set_state(state["gen"])
-        self.rng.bit_generator.state = state["rng"]
-        self.agg.set_state(state["agg"])
-        torch.set_rng_state(state["torch"])
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    # contiguous (NCHW) copies whatever the training memory format: checkpoints stay as before
-    return {
-        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-        for k, v in module.state_dict().items()
-    }
-
-
-def _n_batches(n: int, batch_size: int) -> int:
-    full, rest = divmod(n, batch_size)
-    return full + (1 if rest > 1 or (n == 1) else 0)
-
-
-def _encode(model: nn.Module, data: TrainData, device: torch.device) -> np.ndarray:
-    model.eval()
-    codes = []
-    with torch.no_grad():
-        for start in range(0, len(data), 512):
-            x = data.normalise(data.images[start : start + 512].to(device))
-            codes.append(pack_bits((model(x) >= 0).cpu().numpy()))
-    return np.concatenate(codes)
-
-
-def _validate(
-    encoder: nn.Module, val: TrainData, db: TrainData, cfg: TrainConfig, device: torch.device
-) -> float:
-    q = _encode(encoder, val, device)
-    d = _encode(encoder, db, device)
-    m = evaluate_codes(
-        q,
-        val.targets.cpu().numpy() > 0,
-        d,
-        db.targets.cpu().numpy() > 0,
-        n_bits=cfg.n_bits,
-        seed=cfg.seed,
-    )
-    return float(m["map_all_tie_aware"])
-
-
-def _warmup(
-    train: TrainData,
-    cfg: TrainConfig,
-    ctx: LoopContext,
-    rngs: _Rng,
-    history: list[dict[str, Any]],
-    state: dict[str, Any] | None,
-) -> nn.Module:
-    """Stage 0: the full-precision classifier (rows of W = class semantics)."""
-    fp = create_encoder(
-        cfg.model,
-        n_bits=cfg.n_bits,
-        binary=False,
-        layer=cfg.layer,
-        n_classes=train.n_classes,
-        in_channels=train.images.shape[1],
-    ).to(ctx.device)
-    apply_speed_settings(fp, cfg)
-    if state is not None and state["phase"] == "hash":
-        return fp  # weights come with the hash module's state
-    wrapped = ctx.prepare(ClassifierView(fp))
-    forward = maybe_compile(wrapped, cfg)
-    fmt = memory_format(cfg)
-    opt = torch.optim.Adam(wrapped.parameters(), lr=cfg.warmup_lr)
-    steps = max(1, cfg.warmup_epochs * _n_batches(len(train), cfg.batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    start = 0
-    if state is not None:
-        fp.load_state_dict(state["fp"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["global_epoch"] + 1
-    progress = _Progress(ctx, cfg.n_epochs)
-    for epoch in range(start, cfg.warmup_epochs):
-        wrapped.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
-        progress.start(
-            f"epoch {epoch + 1}/{cfg.n_epochs} (warm-up)",
-            _n_batches(len(train), cfg.batch_size),
-        )
-        for idx in shuffled_batches(len(train), cfg.batch_size, rngs.rng):
-            xb, yb = train.batch(idx)
-            x = train.normalise(augment(xb, WEAK, rngs.gen)).contiguous(memory_format=fmt)
-            loss = classification_loss(forward(x), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + loss.detach(), n + 1
-            progress.step(total, n)
-        rec = {
-            "stage": 0,
-            "epoch": epoch,
-            "global_epoch": epoch,
-            "loss": float(total) / max(n, 1),
-            "epoch_s": time.perf_counter() - t0,
-        }
-        history.append(rec)
-        logger.debug("warm-up %s", rec)
-        progress.end(rec, -1.0)
-
-        def state_fn(epoch: int = epoch) -> dict[str, Any]:
-            return {
-                "phase": "warmup",
-                "global_epoch": epoch,
-                "fp": _cpu_state(fp),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "history": list(history),
-                "rng": rngs.state(),
-            }
-
-        ctx.epoch_done(rec, state_fn)
-    return fp
+# the names of the loop's pieces before they moved to odh_core.loop / .step / .warmup
+_Rng = LoopRng
+_step_loss = step_loss
 
 
 def _targets(labels: np.ndarray | None, n: int) -> np.ndarray:
@@ -305,7 +144,7 @@ def _fit(
     torch.manual_seed(cfg.seed + ctx.rank)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    rngs = _Rng(
+    rngs = LoopRng(
         torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank),
         np.random.default_rng([cfg.seed, ctx.rank]),
         torch.Generator().manual_seed(cfg.seed + 7919 * (ctx.rank + 1)),
@@ -325,12 +164,14 @@ def _fit(
         layer=cfg.effective_layer,
         in_channels=in_ch,
     )
+    if cfg.init_from and not (state is not None and state["phase"] == "hash"):
+        load_init_weights(encoder, cfg.init_from)  # a resumed hash phase brings its own weights
     n_warm = cfg.n_warmup_epochs
     classifier = None
     if method.needs_classifier:
         if train.n_classes == 0:
             raise ValueError(f"method {cfg.method!r} needs the warm-up classifier, hence labels")
-        classifier = _warmup(train, cfg, ctx, rngs, history, state)
+        classifier = warmup(train, cfg, ctx, rngs, history, state)
     method.setup(
         MethodSetup(
             n_bits=cfg.n_bits,
@@ -353,9 +194,8 @@ def _fit(
     clip_params = method.clip_parameters()
     wrapped = ctx.prepare(module)
     forward = maybe_compile(wrapped, cfg)
-    params = [p for p in wrapped.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps1 = _n_batches(len(train), cfg.batch_size)
+    opt = _optimizer(wrapped, encoder, cfg)
+    steps1 = n_batches(len(train), cfg.batch_size)
     grouped = method.grouped_stage2 and train.n_classes > 0
     steps2 = max(1, len(train) // cfg.batch_size) if grouped else steps1
     total_steps = max(1, cfg.transition_epoch * steps1 + cfg.stage2_epochs * steps2)
@@ -367,6 +207,8 @@ def _fit(
         if grouped
         else None
     )
+    # two-step training: real latent weights for the first half of stage 1's steps
+    real_until = (cfg.transition_epoch * steps1) // 2 if cfg.two_step else 0
     uses_ede = cfg.binary and get_layer_config(cfg.effective_layer).act_backward == "ede"
     best_state: dict[str, torch.Tensor] | None = None
     best_map, best_epoch, step, start = -1.0, -1, 0, 0
@@ -394,7 +236,9 @@ def _fit(
         for idx in batches:
             if uses_ede:
                 set_ede_progress(encoder, step / total_steps)
-            loss = _step_loss(forward, method, data, idx, stage, cfg, rngs, step / total_steps)
+            if cfg.two_step:
+                set_real_weights(encoder, step < real_until)
+            loss = step_loss(forward, method, data, idx, stage, cfg, rngs, step / total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_params and cfg.grad_clip > 0:
@@ -412,12 +256,12 @@ def _fit(
             "epoch_s": time.perf_counter() - t0,
         }
         if val is not None and db is not None:
-            rec["val_map"] = _validate(encoder, val, db, cfg, ctx.device)
+            rec["val_map"] = validate(encoder, val, db, cfg, ctx.device)
         progress.end(rec, best_map)
         score = rec.get("val_map", float(epoch))
         if ctx.rank == 0 and score >= best_map:
             best_map, best_epoch = score, epoch
-            best_state = _cpu_state(encoder)
+            best_state = cpu_state(encoder)
         history.append(rec)
         logger.debug("stage %d epoch %d: %s", stage, epoch, rec)
         if ctx.observe is not None:
@@ -430,7 +274,7 @@ def _fit(
             return {
                 "phase": "hash",
                 "global_epoch": epoch + n_warm,
-                "module": _cpu_state(module),
+                "module": cpu_state(module),
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
                 **dict(zip(("best_state", "best_map", "best_epoch", "step"), best, strict=True)),
@@ -439,7 +283,8 @@ def _fit(
             }
 
         ctx.epoch_done(rec, state_fn)
-    final = best_state if best_state is not None else _cpu_state(encoder)
+    set_real_weights(encoder, False)
+    final = best_state if best_state is not None else cpu_state(encoder)
     return FitResult(
         state_dict=copy.deepcopy(final),
         n_classes=train.n_classes,
@@ -455,36 +300,16 @@ def _fit(
     )
 
 
-def _step_loss(
-    wrapped: nn.Module,
-    method: HashMethod,
-    data: TrainData,
-    idx: np.ndarray,
-    stage: int,
-    cfg: TrainConfig,
-    rngs: _Rng,
-    progress: float,
-) -> torch.Tensor:
-    """Stage 1: the weak view; stage 2: weak and strong views (the classifier sees the strong),
-    in one encoder pass or, when the method asks (``separate_views``), one pass per view."""
-    x, y = data.batch(idx)
-    fmt = memory_format(cfg)
-    weak = data.normalise(augment(x, WEAK, rngs.gen)).contiguous(memory_format=fmt)
-    if stage == 1:
-        x_in, x_cls, n_views = weak, weak, 1
-    else:
-        strong = data.normalise(augment(x, STRONG, rngs.gen)).contiguous(memory_format=fmt)
-        views = (weak, strong) if method.separate_views else torch.cat([weak, strong])
-        x_in, x_cls, n_views = views, strong, 2
-    u, extras = wrapped(x_in, x_cls)
-    step = StepInput(
-        u=u,
-        n_views=n_views,
-        targets=y,
-        idx=torch.from_numpy(np.asarray(idx, dtype=np.int64)),
-        extras=extras,
-        progress=progress,
-        n_pos=cfg.n_pos,
-        generator=rngs.agg,
-    )
-    return method.loss(step, stage)
+def _optimizer(wrapped: torch.nn.Module, encoder: torch.nn.Module, cfg: TrainConfig) -> Any:
+    """Adam over the trainable parameters; with ``two_step`` the latent binary conv weights
+    form a second group without weight decay (their sign is what counts, not their size)."""
+    params = [p for p in wrapped.parameters() if p.requires_grad]
+    if not cfg.two_step:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    latent = {id(p) for p in latent_binary_weights(encoder)}
+    groups = [
+        {"params": [p for p in params if id(p) not in latent], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in latent], "weight_decay": 0.0},
+    ]
+    logger.info("two-step: %d latent binary weights without weight decay", len(groups[1]["params"]))
+    return torch.optim.Adam(groups, lr=cfg.lr)

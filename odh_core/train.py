@@ -78,6 +78,13 @@ def train_encoder(
     from odh_core.stages import check_method_labels
 
     check_method_labels(config.method, config.create_method().needs_labels, labels is not None)
+    if config.init_from:  # Ray workers may run in another directory: an absolute path
+        import dataclasses
+        import os
+
+        if not os.path.exists(config.init_from):
+            raise ValueError(f"TrainConfig.init_from: no checkpoint at {config.init_from!r}")
+        config = dataclasses.replace(config, init_from=os.path.abspath(config.init_from))
     return run_ray_training(
         images,
         None if labels is None else np.asarray(labels),

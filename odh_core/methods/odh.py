@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from odh_core.centres import SemanticCentres, csq_centres
-from odh_core.losses import aggregation_loss, classification_loss, hash_centre_loss
+from odh_core.losses import (
+    aggregation_loss,
+    classification_loss,
+    distillation_loss,
+    hash_centre_loss,
+)
 from odh_core.methods.base import HashMethod, MethodSetup, StepInput
 from odh_core.methods.registry import register_method
 from odh_core.options import option
@@ -46,20 +51,39 @@ class OdhConfig:
         help="stage 2: one encoder pass per view, each with its own BatchNorm batch statistics "
         "(the reference encodes both views in one pass)",
     )
+    w_distill: float = option(
+        0.0,
+        help="distillation weight (0 = off): KL from the full-precision warm-up classifier's "
+        "softmax over classes (temperature distill_temperature) to the softmax of the code's "
+        "cosine to the class centres / tau, in stages 1 and 2 (needs semantic centres)",
+    )
+    distill_temperature: float = option(
+        1.0, help="temperature of the teacher's softmax in the distillation term"
+    )
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
             raise ValueError(f"OdhConfig.tau must be positive, got {self.tau}")
-        for name in ("w_cls_stage1", "w_agg", "w_cls_stage2"):
+        if self.distill_temperature <= 0:
+            raise ValueError(
+                f"OdhConfig.distill_temperature must be positive, got {self.distill_temperature}"
+            )
+        if self.w_distill > 0 and self.centres != "semantic":
+            raise ValueError(
+                "OdhConfig.w_distill needs the warm-up classifier's logits: centres must be "
+                f"'semantic', got {self.centres!r}"
+            )
+        for name in ("w_cls_stage1", "w_agg", "w_cls_stage2", "w_distill"):
             if getattr(self, name) < 0:
                 raise ValueError(f"OdhConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.centres not in CENTRES:
             raise ValueError(f"OdhConfig.centres must be one of {CENTRES}, got {self.centres!r}")
 
     def reference_deviations(self) -> list[str]:
-        """The stage-2 options set away from the reference code (``mode="faithful"`` refuses
-        them: it keeps the reference behaviour)."""
-        return [name for name in ("hc_strong", "separate_views") if getattr(self, name)]
+        """The options set away from the reference code (``mode="faithful"`` refuses them: it
+        keeps the reference behaviour)."""
+        names = [name for name in ("hc_strong", "separate_views") if getattr(self, name)]
+        return names + (["w_distill"] if self.w_distill > 0 else [])
 
 
 @register_method("odh")
@@ -115,7 +139,10 @@ class OdhMethod(HashMethod):
 
     def loss_terms(self, step: StepInput, stage: int) -> dict[str, tuple[float, torch.Tensor]]:
         """The terms of the loss as ``{name: (weight, unweighted value)}``: ``hc`` (L_hc),
-        ``agg`` (L_agg, stage 2 only) and ``cls`` (L_cls, with the warm-up classifier)."""
+        ``agg`` (L_agg, stage 2 only), ``cls`` (L_cls, with the warm-up classifier) and
+        ``distill`` (with ``w_distill`` > 0: the classifier's softmax distilled into the codes'
+        softmax over the centres; on the strong view in stage 2, the view the classifier
+        sees)."""
         cfg = self.config
         centres, logits, y = step.extras["centres"], step.extras.get("logits"), step.targets
         h = torch.tanh(step.u)
@@ -124,6 +151,8 @@ class OdhMethod(HashMethod):
             terms["hc"] = (1.0, hash_centre_loss(h, centres, y, tau=cfg.tau))
             if logits is not None:
                 terms["cls"] = (cfg.w_cls_stage1, classification_loss(logits, y))
+            if cfg.w_distill > 0 and logits is not None:
+                terms["distill"] = (cfg.w_distill, self._distill(h, centres, logits))
             return terms
         n = len(step.idx)
         h_weak, h_strong = h[:n], h[n:]
@@ -137,7 +166,20 @@ class OdhMethod(HashMethod):
         )
         if logits is not None:
             terms["cls"] = (cfg.w_cls_stage2, classification_loss(logits, y))
+        if cfg.w_distill > 0 and logits is not None:  # the classifier saw the strong view
+            terms["distill"] = (cfg.w_distill, self._distill(h_strong, centres, logits))
         return terms
+
+    def _distill(
+        self, h: torch.Tensor, centres: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        return distillation_loss(
+            h,
+            centres.detach(),
+            logits.detach(),
+            tau=self.config.tau,
+            temperature=self.config.distill_temperature,
+        )
 
     def loss(self, step: StepInput, stage: int) -> torch.Tensor:
         terms = iter(self.loss_terms(step, stage).values())

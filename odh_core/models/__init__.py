@@ -23,12 +23,18 @@ def _resnet_small(**kw: object) -> nn.Module:
     return HashResNet(widths=(32, 64, 128), blocks=(2, 2, 2), large_stem=False, **kw)  # type: ignore[arg-type]
 
 
+def _resnet_small_wide(**kw: object) -> nn.Module:
+    """``resnet_small`` at twice the width (an ablation: does width close the BNN's gap?)."""
+    return HashResNet(widths=(64, 128, 256), blocks=(2, 2, 2), large_stem=False, **kw)  # type: ignore[arg-type]
+
+
 def _resnet18(**kw: object) -> nn.Module:
     return HashResNet(widths=(64, 128, 256, 512), blocks=(4, 4, 4, 4), large_stem=True, **kw)  # type: ignore[arg-type]
 
 
 _REGISTRY: dict[str, tuple[_Factory, int]] = {
     "resnet_small": (_resnet_small, 28),
+    "resnet_small_wide": (_resnet_small_wide, 28),
     "resnet18": (_resnet18, 224),
 }
 
