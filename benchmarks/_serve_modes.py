@@ -50,20 +50,35 @@ class ModeSpec:
     budget_s: float
     port: int
     layouts: tuple[tuple[str, int], ...] = LAYOUTS
+    #: answer formats of the client (``serving.wire``), each measured per layout
+    formats: tuple[str, ...] = ("arrow",)
+    #: batch requests in flight at once (client threads, one connection each)
+    concurrency: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
+        from serving.client import RESPONSE_FORMATS
+
         if self.proxy not in PROXY_ENV:
             raise ValueError(f"ModeSpec.proxy must be one of {list(PROXY_ENV)}, got {self.proxy!r}")
+        if not self.formats or any(f not in RESPONSE_FORMATS for f in self.formats):
+            raise ValueError(
+                f"ModeSpec.formats must be among {list(RESPONSE_FORMATS)}, got {self.formats}"
+            )
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError(f"ModeSpec.concurrency must be >= 1, got {self.concurrency}")
 
 
 @dataclass
 class ModeSamples:
-    """Raw measurements of one layout in one proxy mode (one round)."""
+    """Raw measurements of one layout, answer format and batch concurrency in one proxy mode
+    (one round); single queries are measured at concurrency 1 only."""
 
     proxy: str
     placement: str
     groups: int
     hops: int
+    format: str = "json"
+    concurrency: int = 1
     single_s: list[float] = field(default_factory=list)
     batch_s: list[float] = field(default_factory=list)
     batch_queries: int = 0
@@ -105,12 +120,51 @@ def timed_batches(
     return lat, done, time.perf_counter() - start, np.concatenate(dists)
 
 
+def timed_concurrent_batches(
+    fns: list[Callable[[np.ndarray], np.ndarray]],
+    queries: np.ndarray,
+    batch: int,
+    budget_s: float,
+) -> tuple[list[float], int, float, np.ndarray]:
+    """:func:`timed_batches` with ``len(fns)`` requests in flight (one thread per function,
+    each taking the next batch of ``queries`` as it finishes one)."""
+    import threading
+
+    starts = list(range(0, len(queries) - batch + 1, batch))
+    lock = threading.Lock()
+    lat: list[float] = []
+    dists: dict[int, np.ndarray] = {}
+    stop = time.perf_counter() + budget_s
+
+    def worker(fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        while time.perf_counter() < stop:
+            with lock:
+                if not starts:
+                    return
+                s = starts.pop(0)
+            t = time.perf_counter()
+            d = fn(queries[s : s + batch])
+            with lock:
+                lat.append(time.perf_counter() - t)
+                dists[s] = d
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(fn,)) for fn in fns]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - start
+    done = batch * len(dists)
+    return lat, done, wall, np.concatenate([dists[s] for s in sorted(dists)])
+
+
 def _http_search(client: Any, nprobe: int, k: int) -> Callable[[np.ndarray], np.ndarray]:
     def run(q: np.ndarray) -> np.ndarray:
         result = client.search(codes=q, k=k, nprobe=nprobe)
         if result.partial:
             raise RuntimeError(f"partial answer: groups {result.missing_groups} missing")
-        return np.asarray(result.distances(), dtype=np.int64)
+        return np.asarray(result.distance_array, dtype=np.int64)
 
     return run
 
@@ -149,12 +203,10 @@ def measure(spec: ModeSpec) -> list[ModeSamples]:
     from ray import serve
 
     from serving.app import start_server
-    from serving.client import ODHClient
 
     for key, value in PROXY_ENV[spec.proxy].items():
         if os.environ.get(key) != value:
             raise RuntimeError(f"proxy {spec.proxy!r} needs {key}={value} before Ray starts")
-    queries = np.load(spec.queries_file)
     cpus = os.cpu_count() or 2
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     out: list[ModeSamples] = []
@@ -170,30 +222,13 @@ def measure(spec: ModeSpec) -> list[ModeSamples]:
                 # uses every core for its batches.
                 num_threads=max(1, cpus // groups),
                 searcher_cpus=min(searcher_cpus, 1.0),
+                # latency is measured, not deadlines: a slow moment of a shared machine must
+                # not turn into a 503 that ends the run
+                timeout_s=30.0,
                 app_name="odh-bench",
             )
             try:
-                with ODHClient(url, timeout=120) as client:
-                    run = _http_search(client, spec.nprobe, spec.k)
-                    for q in queries[:20]:  # warm-up: connections, replicas, page cache
-                        run(q[None, :])
-                    single = timed_singles(run, queries[: spec.singles], spec.budget_s)
-                    lat, done, wall, dists = timed_batches(run, queries, spec.batch, spec.budget_s)
-                    handle_hops = client.search(codes=queries[:1], k=spec.k, trace=True).hops
-                # Serve's proxy actor (default and throughput modes) reaches the ingress through
-                # a handle: one more hop. HAProxy forwards HTTP to the ingress replica's own port.
-                hops = int(handle_hops or 0) + (0 if spec.proxy == "haproxy" else 1)
-                out.append(
-                    ModeSamples(
-                        proxy=spec.proxy, placement=placement, groups=groups, hops=hops,
-                        single_s=single, batch_s=lat, batch_queries=done, batch_wall_s=wall,
-                        distances=dists.tolist(), listeners=_listeners(_tree_pids()),
-                    )
-                )  # fmt: skip
-                logger.info(
-                    "%s %s g%d: single p50 %.2f ms, batch %d QPS",
-                    spec.proxy, placement, groups, 1e3 * float(np.median(single)), done / wall,
-                )  # fmt: skip
+                out += _measure_layout(spec, url, placement, groups)
             finally:
                 serve.delete("odh-bench")  # Serve itself stays up for the next layout
     finally:
@@ -201,6 +236,54 @@ def measure(spec: ModeSpec) -> list[ModeSamples]:
             serve.shutdown()
         finally:
             ray.shutdown()
+    return out
+
+
+def _measure_layout(spec: ModeSpec, url: str, placement: str, groups: int) -> list[ModeSamples]:
+    """Every (answer format, batch concurrency) of one served layout."""
+    from serving.client import ODHClient
+
+    out: list[ModeSamples] = []
+    queries = np.load(spec.queries_file)
+    for fmt in spec.formats:
+        clients = [
+            ODHClient(url, timeout=120, response_format=fmt) for _ in range(max(spec.concurrency))
+        ]
+        try:
+            runs = [_http_search(c, spec.nprobe, spec.k) for c in clients]
+            for q in queries[:20]:  # warm-up: connections, replicas, page cache
+                runs[0](q[None, :])
+            # Serve's proxy actor (default and throughput modes) reaches the ingress through
+            # a handle: one more hop. HAProxy forwards HTTP to the ingress replica's own port.
+            handle_hops = clients[0].search(codes=queries[:1], k=spec.k, trace=True).hops
+            hops = int(handle_hops or 0) + (0 if spec.proxy == "haproxy" else 1)
+            for conc in spec.concurrency:
+                single: list[float] = []
+                if conc == 1:
+                    single = timed_singles(runs[0], queries[: spec.singles], spec.budget_s)
+                    lat, done, wall, dists = timed_batches(
+                        runs[0], queries, spec.batch, spec.budget_s
+                    )
+                else:
+                    lat, done, wall, dists = timed_concurrent_batches(
+                        runs[:conc], queries, spec.batch, spec.budget_s
+                    )
+                out.append(
+                    ModeSamples(
+                        proxy=spec.proxy, placement=placement, groups=groups, hops=hops,
+                        format=fmt, concurrency=conc, single_s=single, batch_s=lat,
+                        batch_queries=done, batch_wall_s=wall, distances=dists.tolist(),
+                        listeners=_listeners(_tree_pids()),
+                    )
+                )  # fmt: skip
+                logger.info(
+                    "%s %s g%d %s ×%d: single p50 %s, batch %d QPS",
+                    spec.proxy, placement, groups, fmt, conc,
+                    f"{1e3 * float(np.median(single)):.2f} ms" if single else "-", done / wall,
+                )  # fmt: skip
+        finally:
+            for c in clients:
+                c.close()
     return out
 
 
@@ -213,6 +296,8 @@ def run_mode(spec: ModeSpec, workdir: Path, timeout_s: float = 900.0) -> list[Mo
     env = {k: v for k, v in os.environ.items() if k not in _ALL_PROXY_KEYS}
     env.update(proxy_env(spec.proxy))
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # a proxy that is slow to start on a busy machine is restarted in a loop after 3 × 5 s
+    env.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     cmd = [sys.executable, "-m", "benchmarks._serve_modes", str(spec_file), str(out_file)]
@@ -233,6 +318,8 @@ def main(argv: list[str]) -> int:
         return 2
     raw: dict[str, Any] = json.loads(Path(argv[0]).read_text())
     raw["layouts"] = tuple((str(p), int(g)) for p, g in raw.get("layouts", LAYOUTS))
+    raw["formats"] = tuple(raw.get("formats", ("arrow",)))
+    raw["concurrency"] = tuple(int(c) for c in raw.get("concurrency", (1,)))
     samples = measure(ModeSpec(**raw))
     Path(argv[1]).write_text(json.dumps([asdict(s) for s in samples]))
     return 0

@@ -75,6 +75,11 @@ class Config:
     methods: tuple[str, ...] | None = option(
         None, help="keep only runs of these methods (default: every method of the grid)"
     )
+    variants: tuple[str, ...] | None = option(
+        None,
+        help="keep only runs of these variants ('default' names the runs without one, e.g. the "
+        "odh-ablations baseline and ODH-FP; default: every variant of the grid)",
+    )
     device: str | None = option(None, help="cpu or cuda (default: cuda when visible)")
     no_ray: bool = option(False, help="train in-process (no Ray/FAISS import)")
     model: str | None = option(None, help="backbone (default resnet_small; resnet18 grid)")
@@ -159,6 +164,12 @@ def run(config: Config) -> int:
     specs = grid(args.runs, seeds=args.seeds)
     if args.methods:
         specs = [s for s in specs if s.method in set(args.methods)]
+    if args.variants:
+        known = {s.variant for s in specs}
+        unknown = sorted(set(args.variants) - known)
+        if unknown:
+            raise SystemExit(f"--variants: {unknown} not in the grid (it has {sorted(known)})")
+        specs = [s for s in specs if s.variant in set(args.variants)]
     specs = specs[: args.limit]
     if args.parallel > 1 and not args.no_ray:
         raise SystemExit("--parallel > 1 needs --no-ray (Ray Train runs one trainer at a time)")

@@ -100,6 +100,14 @@ class Config:
     proxies: tuple[str, ...] = option(
         tuple(PROXY_ENV), help="proxy modes compared", choices=list(PROXY_ENV)
     )
+    formats: tuple[str, ...] = option(
+        ("arrow", "json"),
+        help="answer formats of the HTTP client (arrow: Arrow IPC, serving.wire; json)",
+        choices=["arrow", "json"],
+    )
+    concurrency: tuple[int, ...] = option(
+        (1, 2), help="batch requests in flight at once (one client thread each)"
+    )
     rounds: int = option(2, help="rounds over the proxy modes (order rotated each round)")
     seed: int = option(0, help="seed of the synthetic codes")
     port: int = option(8765, help="HTTP port of the served application")
@@ -112,6 +120,10 @@ class Config:
             raise ValueError(f"Config.proxies must be among {list(PROXY_ENV)}, got {self.proxies}")
         if self.rounds < 1:
             raise ValueError(f"Config.rounds must be >= 1, got {self.rounds}")
+        if not self.formats or any(f not in ("arrow", "json") for f in self.formats):
+            raise ValueError(f"Config.formats must be among arrow, json, got {self.formats}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError(f"Config.concurrency must be >= 1, got {self.concurrency}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,40 +155,41 @@ def _rows(
     ip_batch: list[float],
     ip_qps: float,
     ip_recall: float,
-    served: dict[tuple[str, str, int], list[ModeSamples]],
+    served: dict[tuple[str, str, int, str, int], list[ModeSamples]],
     kth: np.ndarray,
     k: int,
     batch: int,
 ) -> list[dict[str, Any]]:
-    """Configuration rows from pooled samples: in-process first, then proxy × layout."""
+    """Configuration rows from pooled samples: in-process first, then proxy × layout × answer
+    format × batch concurrency (a single-query row where concurrency 1 measured them)."""
     ip_p50, ip_p99 = _percentiles(ip_single)
     ip_single_qps = len(ip_single) / sum(ip_single)
     ip_bp50, ip_bp99 = _percentiles(ip_batch)
     single_base = {"inprocess_p50_ms": ip_p50, "inprocess_qps": ip_single_qps}
     batch_base = {"inprocess_p50_ms": ip_bp50, "inprocess_qps": ip_qps}
+    ip = {"proxy": "none", "mode": "inprocess", "groups": 1, "hops": 0, "format": "arrays",
+          "concurrency": 1, "recall_at_10": ip_recall}  # fmt: skip
     rows: list[dict[str, Any]] = [
-        {"proxy": "none", "mode": "inprocess", "groups": 1, "batch": 1, "hops": 0,
-         "p50_ms": ip_p50, "p99_ms": ip_p99, "qps": ip_single_qps, "recall_at_10": ip_recall,
+        {**ip, "batch": 1, "p50_ms": ip_p50, "p99_ms": ip_p99, "qps": ip_single_qps,
          **single_base},
-        {"proxy": "none", "mode": "inprocess", "groups": 1, "batch": batch, "hops": 0,
-         "p50_ms": ip_bp50, "p99_ms": ip_bp99, "qps": ip_qps, "recall_at_10": ip_recall,
-         **batch_base},
+        {**ip, "batch": batch, "p50_ms": ip_bp50, "p99_ms": ip_bp99, "qps": ip_qps, **batch_base},
     ]  # fmt: skip
-    for (proxy, placement, groups), runs in served.items():
+    for (proxy, placement, groups, fmt, conc), runs in served.items():
         mode = "serve" if placement == "split" else "serve-ingress"
         single = [x for r in runs for x in r.single_s]
         lat = [x for r in runs for x in r.batch_s]
         qps = sum(r.batch_queries for r in runs) / sum(r.batch_wall_s for r in runs)
         dists = np.asarray(runs[0].distances, dtype=np.int64)
         recall = recall_at_k(dists, kth[: len(dists)], k)
-        p50, p99 = _percentiles(single)
         bp50, bp99 = _percentiles(lat)
         common = {"proxy": proxy, "mode": mode, "groups": groups, "hops": runs[0].hops,
-                  "recall_at_10": recall}  # fmt: skip
-        rows.append(
-            {**common, "batch": 1, "p50_ms": p50, "p99_ms": p99,
-             "qps": len(single) / sum(single), **single_base}
-        )  # fmt: skip
+                  "format": fmt, "concurrency": conc, "recall_at_10": recall}  # fmt: skip
+        if single:
+            p50, p99 = _percentiles(single)
+            rows.append(
+                {**common, "batch": 1, "p50_ms": p50, "p99_ms": p99,
+                 "qps": len(single) / sum(single), **single_base}
+            )  # fmt: skip
         rows.append(
             {**common, "batch": batch, "p50_ms": bp50, "p99_ms": bp99, "qps": qps, **batch_base}
         )
@@ -229,7 +242,7 @@ def run(config: Config) -> int:
         ip_single: list[float] = []
         ip_batch: list[float] = []
         ip_done, ip_wall = 0, 0.0
-        served: dict[tuple[str, str, int], list[ModeSamples]] = {}
+        served: dict[tuple[str, str, int, str, int], list[ModeSamples]] = {}
         proxies = list(args.proxies)
         for rnd in range(args.rounds):
             # in-process baseline again at every round: drift hits both sides
@@ -244,6 +257,7 @@ def run(config: Config) -> int:
                     proxy=proxy, index_dir=index_dir, queries_file=str(work / "queries.npy"),
                     nprobe=nprobe, k=k, singles=args.singles, batch=args.batch,
                     budget_s=args.budget_s, port=args.port, layouts=LAYOUTS,
+                    formats=tuple(args.formats), concurrency=tuple(args.concurrency),
                 )  # fmt: skip
                 try:
                     samples = run_mode(spec, work)
@@ -251,7 +265,8 @@ def run(config: Config) -> int:
                     logger.exception("proxy %s failed; one more try", proxy)
                     samples = run_mode(spec, work)
                 for s in samples:
-                    served.setdefault((s.proxy, s.placement, s.groups), []).append(s)
+                    key = (s.proxy, s.placement, s.groups, s.format, s.concurrency)
+                    served.setdefault(key, []).append(s)
         ip_recall = recall_at_k(ip_d, kth[: len(ip_d)], k)
         rows = _rows(ip_single, ip_batch, ip_done / ip_wall, ip_recall, served, kth, k, args.batch)
     finally:
@@ -260,7 +275,7 @@ def run(config: Config) -> int:
     # rows sorted by proxy within each layout, so the table and the plot read side by side
     order = {p: i for i, p in enumerate(["none", *PROXY_ENV])}
     rows.sort(key=lambda r: (r["mode"] != "inprocess", r["mode"], r["groups"], r["batch"],
-                             order[r["proxy"]]))  # fmt: skip
+                             r["format"], r["concurrency"], order[r["proxy"]]))  # fmt: skip
     summary = proxy_summary(rows, served)
     winner = min(summary, key=lambda p: summary[p]["mean_p50_added_ms"])
     result = {
@@ -280,6 +295,8 @@ def run(config: Config) -> int:
         "singles": args.singles,
         "budget_s": args.budget_s,
         "proxies": proxies,
+        "formats": list(args.formats),
+        "concurrency": list(args.concurrency),
         "rounds": args.rounds,
         "proxy_env": {p: dict(PROXY_ENV[p]) for p in proxies},
         "configurations": rows,
@@ -291,7 +308,11 @@ def run(config: Config) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "serve.md").write_text(markdown(result))
-    labelled = [{**r, "mode": f"{r['proxy']}\n{r['mode'].replace('serve-', '')}"} for r in rows]
+    labelled = [
+        {**r, "mode": f"{r['proxy']}\n{r['mode'].replace('serve-', '')}\n"
+                      f"{r['format']} ×{r['concurrency']}"}
+        for r in rows
+    ]  # fmt: skip
     latency_bars(labelled, str(out / "serve_latency.png"), size=(1800, 560))
     logger.info("results written to %s", out)
     return 0

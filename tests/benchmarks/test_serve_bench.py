@@ -13,10 +13,12 @@ from benchmarks._serve_report import markdown, proxy_summary, targets
 from benchmarks.serve import Config, _rows
 
 
-def _samples(proxy: str, single_ms: float, qps: float, hops: int) -> ModeSamples:
+def _samples(
+    proxy: str, single_ms: float, qps: float, hops: int, fmt: str = "arrow", conc: int = 1
+) -> ModeSamples:
     return ModeSamples(
-        proxy=proxy, placement="ingress", groups=1, hops=hops,
-        single_s=[single_ms / 1e3] * 4, batch_s=[0.1, 0.1], batch_queries=512,
+        proxy=proxy, placement="ingress", groups=1, hops=hops, format=fmt, concurrency=conc,
+        single_s=[single_ms / 1e3] * 4 if conc == 1 else [], batch_s=[0.1, 0.1], batch_queries=512,
         batch_wall_s=512 / qps, distances=[[0, 1], [2, 3]],
         listeners=["127.0.0.1:8765 haproxy", "*:8404 haproxy", "*:6379 gcs_server"],
     )  # fmt: skip
@@ -34,9 +36,9 @@ def test_config_refuses_unknown_proxies_and_no_rounds() -> None:
 
 def test_rows_pool_rounds_and_every_row_names_its_proxy() -> None:
     served = {
-        ("default", "ingress", 1): [_samples("default", 10.0, 900.0, 1)],
+        ("default", "ingress", 1, "arrow", 1): [_samples("default", 10.0, 900.0, 1)],
         # two rounds of haproxy: samples pool, QPS is total queries over total seconds
-        ("haproxy", "ingress", 1): [
+        ("haproxy", "ingress", 1, "arrow", 1): [
             _samples("haproxy", 2.0, 1000.0, 0),
             _samples("haproxy", 4.0, 3000.0, 0),
         ],
@@ -57,7 +59,7 @@ def test_rows_pool_rounds_and_every_row_names_its_proxy() -> None:
     assert hap_batch["recall_at_10"] == pytest.approx(0.75)
 
     lines = targets(rows)
-    assert lines[0].startswith("default proxy, serve-ingress, groups 1, single query")
+    assert lines[0].startswith("default proxy, serve-ingress, groups 1, arrow answer, single query")
     assert lines[0].endswith("MISSED; 1 hops")  # +9 ms > +5 ms
     assert lines[2].endswith("MET; 0 hops")  # +2 ms
     summary = proxy_summary(rows, served)
@@ -68,7 +70,7 @@ def test_rows_pool_rounds_and_every_row_names_its_proxy() -> None:
 
 
 def test_markdown_has_a_proxy_column_and_the_winner() -> None:
-    served = {("haproxy", "ingress", 1): [_samples("haproxy", 2.0, 1000.0, 0)]}
+    served = {("haproxy", "ingress", 1, "arrow", 1): [_samples("haproxy", 2.0, 1000.0, 0)]}
     rows = _rows([0.001] * 4, [0.05] * 2, 1000.0, 1.0, served, np.array([1, 2]), k=2, batch=256)
     result = {
         "command": "odh bench serve", "n": 1000, "n_bits": 64, "shards": 2, "nlist": 16,
@@ -79,5 +81,43 @@ def test_markdown_has_a_proxy_column_and_the_winner() -> None:
     }  # fmt: skip
     page = markdown(result)
     assert "| proxy | mode | groups |" in page
-    assert "| haproxy | serve-ingress | 1 | 1 | 0 | 2.00 |" in page
+    assert "| haproxy | serve-ingress | 1 | arrow | 1 | 1 | 0 | 2.00 |" in page
     assert "Fastest single query: **haproxy**" in page
+
+
+def test_formats_and_concurrency_get_their_own_rows() -> None:
+    served = {
+        ("haproxy", "ingress", 1, fmt, conc): [_samples("haproxy", 2.0, qps, 0, fmt, conc)]
+        for fmt, conc, qps in [("arrow", 1, 2000.0), ("json", 1, 1000.0), ("arrow", 2, 3000.0)]
+    }
+    rows = _rows([0.001] * 4, [0.05] * 2, 4000.0, 1.0, served, np.array([1, 2]), k=2, batch=256)
+    batch = {(r["format"], r["concurrency"]): r for r in rows if r["batch"] == 256}
+    assert set(batch) == {("arrays", 1), ("arrow", 1), ("json", 1), ("arrow", 2)}
+    assert batch["arrow", 2]["qps_ratio"] == pytest.approx(0.75)
+    # single queries only where one request was in flight
+    assert sorted((r["format"], r["concurrency"]) for r in rows if r["batch"] == 1) == [
+        ("arrays", 1), ("arrow", 1), ("json", 1)
+    ]  # fmt: skip
+    assert any("arrow answer, batch 256 × 2 in flight: 3000 QPS" in t for t in targets(rows))
+    with pytest.raises(ValueError, match=r"Config\.formats"):
+        Config(formats=("xml",))
+    with pytest.raises(ValueError, match=r"Config\.concurrency"):
+        Config(concurrency=(0,))
+    with pytest.raises(ValueError, match=r"ModeSpec\.formats"):
+        ModeSpec("haproxy", "i", "q.npy", 1, 10, 1, 256, 1.0, 8765, LAYOUTS, formats=("xml",))
+
+
+def test_concurrent_batches_cover_every_batch_once() -> None:
+    from benchmarks._serve_modes import timed_concurrent_batches
+
+    queries = np.arange(40, dtype=np.int64)[:, None]
+    seen: list[int] = []
+
+    def fn(q: np.ndarray) -> np.ndarray:
+        seen.extend(q[:, 0].tolist())
+        return q * 2
+
+    lat, done, wall, dists = timed_concurrent_batches([fn, fn, fn], queries, 8, budget_s=60)
+    assert done == 40 and len(lat) == 5 and wall > 0
+    assert sorted(seen) == list(range(40))
+    assert dists[:, 0].tolist() == [2 * i for i in range(40)]  # in query order
