@@ -117,7 +117,21 @@ def test_concurrent_batches_cover_every_batch_once() -> None:
         seen.extend(q[:, 0].tolist())
         return q * 2
 
-    lat, done, wall, dists = timed_concurrent_batches([fn, fn, fn], queries, 8, budget_s=60)
+    # budget 0: exactly one pass over the queries
+    lat, done, wall, dists = timed_concurrent_batches([fn, fn, fn], queries, 8, budget_s=0.0)
     assert done == 40 and len(lat) == 5 and wall > 0
     assert sorted(seen) == list(range(40))
     assert dists[:, 0].tolist() == [2 * i for i in range(40)]  # in query order
+    # a budget: passes repeat until it is spent; distances stay those of the first pass
+    lat, done, wall, dists = timed_concurrent_batches([fn, fn], queries, 8, budget_s=0.05)
+    assert done == 8 * len(lat) and done >= 40 and wall >= 0.05 and len(dists) == 40
+
+
+def test_batches_repeat_passes_until_the_budget() -> None:
+    from benchmarks._serve_modes import timed_batches
+
+    queries = np.arange(24, dtype=np.int64)[:, None]
+    lat, done, wall, dists = timed_batches(lambda q: q + 1, queries, 8, budget_s=0.0)
+    assert (done, len(lat)) == (24, 3) and dists[:, 0].tolist() == list(range(1, 25))
+    lat, done, wall, dists = timed_batches(lambda q: q + 1, queries, 8, budget_s=0.05)
+    assert done == 8 * len(lat) and done > 24 and wall >= 0.05 and len(dists) == 24
