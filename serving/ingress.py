@@ -3,8 +3,9 @@ search page at ``/``.
 
 Routes: ``POST /v1/search``, ``GET /v1/healthz``, ``GET /v1/stats``, ``GET /v1/sample``,
 ``GET /v1/images/{id}``, ``POST /v1/admin/reload``; ``GET /`` is the search page (plain
-HTML/CSS/JS from ``serving/static``). The query logic is ``serving.router.QueryRouter``; this
-module adds HTTP, request metrics, the admin token check and the image bytes.
+HTML/CSS/JS from ``serving/static``; the app object, its error handlers and the page's routes are
+``serving.http_app``). The query logic is ``serving.router.QueryRouter``; this module adds the API
+routes, request metrics, the admin token check and the image bytes.
 
 Each group answers within ``timeout_s`` or is left out: the answer then has ``partial: true`` and
 the group's number in ``missing_groups`` (with ``require_all: true`` → 503 instead); if no group
@@ -35,20 +36,18 @@ import asyncio
 import hmac
 import logging
 import time
-from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import admission, fanout
 from serving.errors import SearchFailure, short_reason
+from serving.http_app import app, route_metrics
 from serving.ingress_images import ImageSetSource
-from serving.metrics import NullMetrics, replica_metrics
+from serving.metrics import replica_metrics
 from serving.router import QueryRouter
 from serving.schemas import (
     HealthResponse,
@@ -59,7 +58,6 @@ from serving.schemas import (
     SearchResponse,
     StatsResponse,
     error_responses,
-    format_validation_errors,
     hex_code_pattern,
 )
 from serving.wire import ARROW_STREAM, wants_arrow
@@ -72,85 +70,6 @@ logger = logging.getLogger(__name__)
 TRACE_HEADER: str = "X-ODH-Trace"
 #: Most ids ``GET /v1/sample`` returns.
 MAX_SAMPLE: int = 64
-
-#: The search page's files (``serving/static``) and their media types.
-_STATIC = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-}
-
-# /openapi.json and /docs are routes of the Ingress below: the document names the served n_bits.
-app = FastAPI(
-    openapi_url=None,
-    docs_url=None,
-    redoc_url=None,
-    title="ODH index query API",
-    version="1",
-    description="Hamming top-k over one-bit deep hashing codes. Search by `images` (base64), "
-    "`codes` (hex) or `ids`; every error body is `{detail: str}`. A search page is served at `/`.",
-)
-
-app.add_middleware(admission.BodyLimitMiddleware)
-
-#: The metrics recorder of this process's ingress (set when the ``Ingress`` replica starts).
-_route_metrics: list[Any] = [NullMetrics()]
-
-
-def _static(name: str) -> bytes:
-    return resources.files("serving").joinpath("static", name).read_bytes()
-
-
-def _body_kind(body: Any) -> str:
-    if isinstance(body, dict):
-        for name in ("images", "codes", "ids"):
-            if name in body:
-                return name
-    return "unknown"
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = list(exc.errors())
-    status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
-    detail = format_validation_errors(errors)
-    if status == 400:
-        detail = f"malformed JSON body: {detail}"
-    if request.url.path.endswith("/v1/search"):
-        bad_image = any("images" in e.get("loc", ()) for e in errors)
-        _route_metrics[0].request(_body_kind(getattr(exc, "body", None)), "client_error")
-        _route_metrics[0].error("bad_image" if bad_image else "bad_request")
-    return JSONResponse(status_code=status, content={"detail": detail})
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Every HTTP error (unknown routes too) as an ``ErrorResponse``."""
-    return JSONResponse(
-        status_code=exc.status_code,
-        content={"detail": str(exc.detail)},
-        headers=getattr(exc, "headers", None),
-    )
-
-
-@app.exception_handler(Exception)
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("%s %s failed: %r", request.method, request.url.path, exc)
-    return JSONResponse(status_code=500, content={"detail": "internal error (see the logs)"})
-
-
-@app.get("/", include_in_schema=False)
-async def page() -> Response:
-    """The search page."""
-    return Response(_static("index.html"), media_type=_STATIC["index.html"])
-
-
-@app.get("/static/{name}", include_in_schema=False)
-async def static_file(name: str) -> Response:
-    """The search page's script and style sheet."""
-    if name not in _STATIC:
-        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
-    return Response(_static(name), media_type=_STATIC[name])
 
 
 @serve.deployment(name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.25})
@@ -173,7 +92,7 @@ class Ingress(ImageSetSource, QueryRouter):
         from serving.local_group import LocalGroup, LocalGroupSpec
 
         metrics = replica_metrics()
-        _route_metrics[0] = metrics
+        route_metrics[0] = metrics
         QueryRouter.__init__(
             self,
             encoder,
