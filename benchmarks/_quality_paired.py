@@ -194,3 +194,68 @@ def variant_markdown(runs: list[dict[str, Any]]) -> list[str]:
             f"{r['diff']:+.4f} | {ci} |"
         )
     return [*lines, ""]
+
+
+#: Paired seeds a "better" claim needs (ALGORITHMS.md §4).
+MIN_CLAIM_SEEDS = 5
+
+
+def _ci_text(ci: tuple[float, float, float] | None, sign: float = 1.0) -> str:
+    if ci is None:
+        return "no interval"
+    low, high = sorted((sign * ci[1], sign * ci[2]))
+    return f"95% CI [{low:+.4f}, {high:+.4f}]"
+
+
+def odh_target_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The ODH targets per 64-bit setting, from the paired rows: ODH-BNN ≥ the best other BNN
+    method + 0.01 with the CI of the paired difference above 0, and ODH-BNN ≥ ODH-FP − 0.02;
+    each MET / MISSED only with ≥ ``MIN_CLAIM_SEEDS`` paired seeds, else "not shown"."""
+    lines: list[str] = []
+    gaps = {
+        (r["backbone"], r["device"], r["epochs"]): r
+        for r in variant_rows(runs)
+        if r["label"] == "ODH-FP" and r["variant"] == "default" and r["n_bits"] == 64
+    }
+    by_setting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in paired_rows(runs):
+        if r["n_bits"] == 64 and r["layer"] != "fp":
+            by_setting.setdefault((r["backbone"], r["device"], r["epochs"]), []).append(r)
+    for setting in sorted(set(by_setting) | set(gaps), key=lambda k: tuple(map(str, k))):
+        head = f"- {setting[0]}, {setting[1]}, epochs {setting[2]}:"
+        others = by_setting.get(setting, [])
+        if others:
+            best = max(others, key=lambda r: r["mean"])
+            n, margin = len(best["seeds"]), -best["diff"]
+            ci = best["ci"]
+            if n < MIN_CLAIM_SEEDS:
+                verdict = f"not shown ({n} paired seeds < {MIN_CLAIM_SEEDS})"
+            else:
+                above = ci is not None and -ci[2] > 0
+                verdict = "MET" if margin >= 0.01 and above else "MISSED"
+            lines.append(
+                f"{head} ODH-BNN − best other BNN method ({best['method']}) = {margin:+.4f}, "
+                f"{_ci_text(ci, -1.0)}, {n} seeds (target ≥ +0.01, CI above 0): **{verdict}**"
+            )
+        gap = gaps.get(setting)
+        if gap is not None:
+            n, diff = len(gap["seeds"]), -gap["diff"]
+            if n < MIN_CLAIM_SEEDS:
+                verdict = f"not shown ({n} paired seeds < {MIN_CLAIM_SEEDS})"
+            else:
+                verdict = "MET" if diff >= -0.02 else "MISSED"
+            lines.append(
+                f"{head} ODH-BNN − ODH-FP = {diff:+.4f}, {_ci_text(gap['ci'], -1.0)}, {n} seeds "
+                f"(target ≥ −0.02): **{verdict}**"
+            )
+    if not lines:
+        return []
+    return [
+        "## ODH targets (64 bits, paired by seed)",
+        "",
+        "Best other BNN method = the highest mean over the seeds it shares with ODH-BNN. A target "
+        f"is judged only with ≥ {MIN_CLAIM_SEEDS} paired seeds.",
+        "",
+        *lines,
+        "",
+    ]

@@ -12,7 +12,7 @@ import tempfile
 from typing import Any
 
 from benchmarks._quality_grid import PROTOCOL
-from benchmarks._quality_paired import paired_markdown, variant_markdown
+from benchmarks._quality_paired import odh_target_lines, paired_markdown, variant_markdown
 
 logger = logging.getLogger("odh.bench.quality")
 
@@ -185,6 +185,7 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     lines.append("")
     lines += paired_markdown(runs)
     lines += variant_markdown(runs)
+    lines += odh_target_lines(runs)
     settings = sorted(
         {(r["backbone"], r["device"], tuple(r.get("epochs_detail", ()))) for r in runs}
     )

@@ -1,0 +1,54 @@
+"""The ODH target lines of the quality report: judged from paired seeds, only with ≥ 5 of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks._quality_paired import MIN_CLAIM_SEEDS, odh_target_lines
+
+
+def _run(method: str, seed: int, value: float, binary: bool = True) -> dict[str, Any]:
+    label = f"{method.upper()}-{'BNN' if binary else 'FP'}"
+    return {
+        "method": method, "label": label, "variant": "default", "seed": seed,
+        "backbone": "resnet_small", "layer": "reactnet" if binary else "fp", "n_bits": 64,
+        "device": "cpu", "epochs_detail": [1, 2, 2], "config_key": label,
+        "metrics": {"map_all_tie_aware": value},
+    }  # fmt: skip
+
+
+def _grid(
+    seeds: int, odh: list[float], shc: list[float], csq: list[float], fp: list[float]
+) -> list[dict[str, Any]]:
+    runs = []
+    for s in range(seeds):
+        runs += [_run("odh", s, odh[s]), _run("shc", s, shc[s]), _run("csq", s, csq[s])]
+        runs.append(_run("odh", s, fp[s], binary=False))
+    return runs
+
+
+def test_met_with_five_seeds_and_a_margin_whose_interval_excludes_zero() -> None:
+    odh = [0.70, 0.71, 0.72, 0.70, 0.71]
+    shc = [v - 0.02 + 0.001 * i for i, v in enumerate(odh)]  # best other: Δ ≈ +0.018
+    csq = [v - 0.05 for v in odh]
+    fp = [v + 0.015 for v in odh]  # gap −0.015 ≥ −0.02
+    text = "\n".join(odh_target_lines(_grid(MIN_CLAIM_SEEDS, odh, shc, csq, fp)))
+    assert "best other BNN method (shc) = +0.0180" in text
+    assert text.count("**MET**") == 2
+    assert "ODH-BNN − ODH-FP = -0.0150" in text
+
+
+def test_missed_when_the_interval_spans_zero_or_the_gap_is_wide() -> None:
+    odh = [0.70, 0.73, 0.69, 0.74, 0.70]
+    shc = [0.72, 0.70, 0.71, 0.70, 0.72]  # Δ mean +0.002, wide interval
+    fp = [v + 0.05 for v in odh]
+    text = "\n".join(odh_target_lines(_grid(5, odh, shc, shc, fp)))
+    assert text.count("**MISSED**") == 2
+
+
+def test_fewer_than_five_seeds_is_not_judged() -> None:
+    odh, shc = [0.70, 0.71, 0.72], [0.60, 0.61, 0.62]
+    text = "\n".join(odh_target_lines(_grid(3, odh, shc, shc, odh)))
+    assert "MET" not in text and "MISSED" not in text
+    assert text.count("not shown (3 paired seeds < 5)") == 2
+    assert odh_target_lines([]) == []
