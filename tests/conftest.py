@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -63,3 +65,49 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     config = EncoderConfig(name="resnet_small", n_bits=16, n_classes=4, provenance={"test": True})
     path = tmp_path_factory.mktemp("tiny-encoder") / "checkpoint"
     return save_checkpoint(model, config, str(path))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """One gzip IDX file (Fashion-MNIST's format: magic, big-endian dims, uint8 data)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+FakeFmnist = Callable[..., Path]
+
+
+@pytest.fixture
+def fake_fmnist() -> FakeFmnist:
+    """A factory of tiny fake Fashion-MNIST IDX directories (seeded):
+    ``fake_fmnist(root, per_train, per_test, n_classes=4, separable=True, shuffle=False)``.
+    ``separable`` brightens a band of rows per class (so a model can learn it), else the pixels
+    are uniform noise; ``shuffle`` permutes the label order."""
+
+    def make(
+        root: Path,
+        per_train: int,
+        per_test: int,
+        *,
+        n_classes: int = 4,
+        separable: bool = True,
+        shuffle: bool = False,
+    ) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for part, per in (("train", per_train), ("t10k", per_test)):
+            labels = np.repeat(np.arange(n_classes), per).astype(np.uint8)
+            if shuffle:
+                labels = rng.permutation(labels)
+            if separable:
+                images = rng.integers(0, 50, size=(len(labels), 28, 28)).astype(np.uint8)
+                band = 28 // n_classes
+                for c in range(n_classes):
+                    images[labels == c, c * band : (c + 1) * band, :] += 200
+            else:
+                images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+            write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
+            write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
+        return root
+
+    return make

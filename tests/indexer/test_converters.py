@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeFmnist, write_idx
 
 from indexer.converters.fashion_mnist import convert_fashion_mnist, read_idx
 from indexer.converters.synthetic import make_synthetic
 from indexer.imageset import load_arrays, read_image_set, read_info
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-def _fake_fmnist(root: Path, per_class_train: int = 8, per_class_test: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir()
-    for prefix, per_class in (("train", per_class_train), ("t10k", per_class_test)):
-        labels = rng.permutation(np.repeat(np.arange(10), per_class)).astype(np.uint8)
-        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
 def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / "x.gz", arr)
+    write_idx(tmp_path / "x.gz", arr)
     np.testing.assert_array_equal(read_idx(str(tmp_path / "x.gz")), arr)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x05")
     with pytest.raises(ValueError, match="bad magic"):
@@ -44,8 +25,8 @@ def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
         read_idx(str(tmp_path / "short"))
 
 
-def test_fmnist1_splits(tmp_path: Path) -> None:
-    src = _fake_fmnist(tmp_path / "src")
+def test_fmnist1_splits(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+    src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     out = str(tmp_path / "fm1")
     info = convert_fashion_mnist(
         str(src), out, protocol="fmnist-1", seed=3, query_per_class=2, train_per_class=3,
@@ -78,15 +59,15 @@ def test_fmnist1_splits(tmp_path: Path) -> None:
     assert read_image_set(str(tmp_path / "again")).column("split").to_pylist() == split.tolist()
 
 
-def test_fmnist2_splits(tmp_path: Path) -> None:
-    src = _fake_fmnist(tmp_path / "src")
+def test_fmnist2_splits(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+    src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     info = convert_fashion_mnist(str(src), str(tmp_path / "fm2"), protocol="fmnist-2")
     assert info.counts == {"train": 80, "query": 40}
     assert info.protocol is not None and info.protocol.database_splits == ("train",)
 
 
-def test_fmnist_errors(tmp_path: Path) -> None:
-    src = _fake_fmnist(tmp_path / "src")
+def test_fmnist_errors(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+    src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     with pytest.raises(ValueError, match="protocol must be one of"):
         convert_fashion_mnist(str(src), str(tmp_path / "x"), protocol="fmnist-3")
     with pytest.raises(ValueError, match="query_per_class=5"):

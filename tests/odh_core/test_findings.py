@@ -3,7 +3,6 @@ hook (once per hash epoch, read-only) and a tiny end-to-end run writing json, md
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import FakeFmnist
 
 from benchmarks._findings_metrics import (
     centre_movement,
@@ -170,33 +170,14 @@ def test_observe_hook_once_per_hash_epoch_and_read_only() -> None:
 # ------------------------------------------------------------------ a tiny end-to-end run
 
 
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + arr.astype(np.uint8).tobytes())
-
-
-def _fake_fmnist(root: Path, per_train: int = 12, per_test: int = 3) -> Path:
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for part, per in (("train", per_train), ("t10k", per_test)):
-        labels = np.repeat(np.arange(4), per)
-        images = rng.integers(0, 50, size=(len(labels), 28, 28)).astype(np.uint8)
-        for c in range(4):
-            images[labels == c, c * 7 : c * 7 + 7, :] += 200
-        _write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
-        _write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def test_tiny_findings_run_writes_json_md_png(tmp_path: Path) -> None:
+def test_tiny_findings_run_writes_json_md_png(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
     from benchmarks.findings import Config, run
 
     out = tmp_path / "results"
     cfg = Config(
         runs=("odh-bnn", "odh-fp"), epochs="1,2,0", sweep_w_agg=(0.1,), sweep_stage2=1,
         n_bits=16, observe=16, train_per_class=8, query_per_class=2, batch_size=8,
-        source=str(_fake_fmnist(tmp_path / "src")), output=str(out),
+        source=str(fake_fmnist(tmp_path / "src", 12, 3)), output=str(out),
     )  # fmt: skip
     assert run(cfg) == 0
     doc = json.loads((out / "findings.json").read_text())

@@ -2,37 +2,19 @@
 odh-ablations grid and its paired report."""
 
 import argparse
-import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import FakeFmnist
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + arr.astype(np.uint8).tobytes())
-
-
-def _fake_fmnist(root: Path, per_class_train: int = 16, per_class_test: int = 5) -> Path:
-    rng = np.random.default_rng(0)
-    for part, per in (("train", per_class_train), ("t10k", per_class_test)):
-        labels = np.repeat(np.arange(4), per)
-        images = rng.integers(0, 50, size=(len(labels), 28, 28)).astype(np.uint8)
-        for c in range(4):
-            images[labels == c, c * 7 : c * 7 + 7, :] += 200
-        _write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
-        _write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def test_quality_smoke_without_ray(tmp_path: Path) -> None:
-    src = _fake_fmnist(tmp_path)
+def test_quality_smoke_without_ray(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+    src = fake_fmnist(tmp_path, 16, 5)
     out = tmp_path / "results"
     cmd = [
         sys.executable, "-m", "benchmarks.quality", "--runs", "smoke", "--no-ray",
@@ -203,14 +185,14 @@ def test_variant_report_paired_difference_with_ci(tmp_path: Path) -> None:
     assert "| wide (resnet_small_wide) |" in md
 
 
-def test_init_from_fp_run_trains_its_twin_first(tmp_path: Path) -> None:
+def test_init_from_fp_run_trains_its_twin_first(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
     """The init-from-fp variant: the run trains ODH-FP of its seed first, starts from it, and
     says so in its record (the configuration key stays that of the grid's spec)."""
     from benchmarks._quality_data import load_fmnist1
     from benchmarks._quality_grid import ODH_ABLATIONS, RunSpec
     from benchmarks._quality_run import run_one, spec_key
 
-    src = _fake_fmnist(tmp_path)
+    src = fake_fmnist(tmp_path, 16, 5)
     data = load_fmnist1(str(src), query_per_class=2, train_per_class=8)
     data["train_model"] = data["train"]
     args = _args(epochs=(1, 1, 1), batch_size=8)
