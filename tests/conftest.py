@@ -74,11 +74,15 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
-FakeFmnist = Callable[..., Path]
+@pytest.fixture
+def idx_writer() -> Callable[[Path, np.ndarray], None]:
+    """:func:`write_idx` (test modules take helpers as fixtures: ``from conftest import`` would
+    depend on which conftest module was imported last)."""
+    return write_idx
 
 
 @pytest.fixture
-def fake_fmnist() -> FakeFmnist:
+def fake_fmnist() -> Callable[..., Path]:
     """A factory of tiny fake Fashion-MNIST IDX directories (seeded):
     ``fake_fmnist(root, per_train, per_test, n_classes=4, separable=True, shuffle=False)``.
     ``separable`` brightens a band of rows per class (so a model can learn it), else the pixels

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeFmnist, write_idx
 
 from indexer.converters.fashion_mnist import convert_fashion_mnist, read_idx
 from indexer.converters.synthetic import make_synthetic
 from indexer.imageset import load_arrays, read_image_set, read_info
 
 
-def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
+def test_read_idx_round_trip_and_bad_magic(
+    tmp_path: Path, idx_writer: Callable[[Path, np.ndarray], None]
+) -> None:
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "x.gz", arr)
+    idx_writer(tmp_path / "x.gz", arr)
     np.testing.assert_array_equal(read_idx(str(tmp_path / "x.gz")), arr)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x05")
     with pytest.raises(ValueError, match="bad magic"):
@@ -25,7 +27,7 @@ def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
         read_idx(str(tmp_path / "short"))
 
 
-def test_fmnist1_splits(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_fmnist1_splits(tmp_path: Path, fake_fmnist: Callable[..., Path]) -> None:
     src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     out = str(tmp_path / "fm1")
     info = convert_fashion_mnist(
@@ -59,14 +61,14 @@ def test_fmnist1_splits(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
     assert read_image_set(str(tmp_path / "again")).column("split").to_pylist() == split.tolist()
 
 
-def test_fmnist2_splits(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_fmnist2_splits(tmp_path: Path, fake_fmnist: Callable[..., Path]) -> None:
     src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     info = convert_fashion_mnist(str(src), str(tmp_path / "fm2"), protocol="fmnist-2")
     assert info.counts == {"train": 80, "query": 40}
     assert info.protocol is not None and info.protocol.database_splits == ("train",)
 
 
-def test_fmnist_errors(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_fmnist_errors(tmp_path: Path, fake_fmnist: Callable[..., Path]) -> None:
     src = fake_fmnist(tmp_path / "src", 8, 4, n_classes=10, separable=False, shuffle=True)
     with pytest.raises(ValueError, match="protocol must be one of"):
         convert_fashion_mnist(str(src), str(tmp_path / "x"), protocol="fmnist-3")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import FakeFmnist
 
 from benchmarks._findings_metrics import (
     centre_movement,
@@ -170,7 +170,9 @@ def test_observe_hook_once_per_hash_epoch_and_read_only() -> None:
 # ------------------------------------------------------------------ a tiny end-to-end run
 
 
-def test_tiny_findings_run_writes_json_md_png(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_tiny_findings_run_writes_json_md_png(
+    tmp_path: Path, fake_fmnist: Callable[..., Path]
+) -> None:
     from benchmarks.findings import Config, run
 
     out = tmp_path / "results"

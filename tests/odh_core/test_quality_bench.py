@@ -5,15 +5,15 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from conftest import FakeFmnist
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quality_smoke_without_ray(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_quality_smoke_without_ray(tmp_path: Path, fake_fmnist: Callable[..., Path]) -> None:
     src = fake_fmnist(tmp_path, 16, 5)
     out = tmp_path / "results"
     cmd = [
@@ -185,7 +185,9 @@ def test_variant_report_paired_difference_with_ci(tmp_path: Path) -> None:
     assert "| wide (resnet_small_wide) |" in md
 
 
-def test_init_from_fp_run_trains_its_twin_first(tmp_path: Path, fake_fmnist: FakeFmnist) -> None:
+def test_init_from_fp_run_trains_its_twin_first(
+    tmp_path: Path, fake_fmnist: Callable[..., Path]
+) -> None:
     """The init-from-fp variant: the run trains ODH-FP of its seed first, starts from it, and
     says so in its record (the configuration key stays that of the grid's spec)."""
     from benchmarks._quality_data import load_fmnist1
