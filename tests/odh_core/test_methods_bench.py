@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,8 @@ def test_paired_rows_pair_by_seed() -> None:
     assert row["diff"] == pytest.approx(((0.4 - 0.5) + (0.45 - 0.6)) / 2)
 
 
-def test_methods_grid_smoke(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "odh_core"))
-    from test_quality_bench import _fake_fmnist
-
-    src = _fake_fmnist(tmp_path)
+def test_methods_grid_smoke(tmp_path: Path, fake_fmnist: Callable[..., Path]) -> None:
+    src = fake_fmnist(tmp_path, 16, 5)
     out = tmp_path / "results"
     cmd = [
         sys.executable, "-m", "benchmarks.quality", "--runs", "methods-64", "--no-ray",
