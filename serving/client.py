@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,19 @@ class SearchResult:
 
     def __len__(self) -> int:
         return len(self.id_array)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as plain JSON-ready values (``results`` as lists of hit dicts, the JSON
+        answer's shape, plus ``hops`` / ``timing_ms``)."""
+        return {
+            "results": [[dataclasses.asdict(h) for h in row] for row in self.results],
+            "partial": self.partial,
+            "missing_groups": list(self.missing_groups),
+            "n_bits": self.n_bits,
+            "generation": self.generation,
+            "hops": self.hops,
+            "timing_ms": dict(self.timing_ms),
+        }
 
     def __iter__(self) -> Iterator[list[Hit]]:
         return iter(self.results)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
@@ -106,7 +105,7 @@ def cmd_query(config: QueryConfig) -> int:
         names = [str(i) for i in config.id or ()]
         result = client.search(ids=list(config.id or ()), **opts)
     if config.json:
-        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         sys.stdout.write(format_hits(names, result) + "\n")
     return 0

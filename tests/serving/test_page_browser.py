@@ -130,6 +130,9 @@ def test_search_page_finds_the_query_image(
     row = int(np.flatnonzero(page_index.ids == clicked)[0])
     driver.find_element("id", "k").clear()
     driver.find_element("id", "k").send_keys("12")
+    # every list (nlist 4): the recorded default nprobe may probe lists holding < 12 codes
+    driver.find_element("id", "nprobe").clear()
+    driver.find_element("id", "nprobe").send_keys("4")
     examples[0].click()
     _wait(driver, "document.body.dataset.state === 'done'")
     hits = _results(driver)

@@ -93,3 +93,15 @@ def test_bad_streams_and_shapes_are_refused() -> None:
 )
 def test_accept_header_negotiation(accept: str | None, want: bool) -> None:
     assert wants_arrow(accept) is want
+
+
+def test_result_to_dict_is_json_ready() -> None:
+    import json
+
+    result = SearchResult(**_arrow_hits(_hits(3).to_arrow()), hops=0)
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["results"][0] == [
+        {"id": 4, "distance": 0, "key": "k4", "label": [1]},
+        {"id": 9, "distance": 3, "key": "k9", "label": [0]},
+    ]
+    assert doc["hops"] == 0 and doc["n_bits"] == 64
