@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cluster.runtime import proxy_env
-from serving.config import PROXY_MODES
+from serving.config import PROXY_MODES, RESPONSE_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ class ModeSpec:
     concurrency: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
-        from serving.client import RESPONSE_FORMATS
-
         if self.proxy not in PROXY_ENV:
             raise ValueError(f"ModeSpec.proxy must be one of {list(PROXY_ENV)}, got {self.proxy!r}")
         if not self.formats or any(f not in RESPONSE_FORMATS for f in self.formats):

@@ -51,6 +51,7 @@ from benchmarks._serve_modes import (
 from benchmarks._serve_report import NPROBE_SWEEP, markdown, proxy_summary, targets
 from benchmarks.plots import latency_bars
 from odh_core.options import option
+from serving.config import RESPONSE_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ class Config:
         tuple(PROXY_ENV), help="proxy modes compared", choices=list(PROXY_ENV)
     )
     formats: tuple[str, ...] = option(
-        ("arrow", "json"),
+        RESPONSE_FORMATS,
         help="answer formats of the HTTP client (arrow: Arrow IPC, serving.wire; json)",
-        choices=["arrow", "json"],
+        choices=list(RESPONSE_FORMATS),
     )
     concurrency: tuple[int, ...] = option(
         (1, 2), help="batch requests in flight at once (one client thread each)"
@@ -120,8 +121,10 @@ class Config:
             raise ValueError(f"Config.proxies must be among {list(PROXY_ENV)}, got {self.proxies}")
         if self.rounds < 1:
             raise ValueError(f"Config.rounds must be >= 1, got {self.rounds}")
-        if not self.formats or any(f not in ("arrow", "json") for f in self.formats):
-            raise ValueError(f"Config.formats must be among arrow, json, got {self.formats}")
+        if not self.formats or any(f not in RESPONSE_FORMATS for f in self.formats):
+            raise ValueError(
+                f"Config.formats must be among {list(RESPONSE_FORMATS)}, got {self.formats}"
+            )
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"Config.concurrency must be >= 1, got {self.concurrency}")
 

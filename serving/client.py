@@ -20,12 +20,10 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
+from serving.config import RESPONSE_FORMATS
 from serving.wire import ARROW_STREAM, NO_HIT_DISTANCE, decode_hits
 
 logger = logging.getLogger(__name__)
-
-#: ``ODHClient(response_format=...)``: how search answers travel.
-RESPONSE_FORMATS = ("arrow", "json")
 
 
 class ODHClientError(RuntimeError):
