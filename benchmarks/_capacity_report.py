@@ -127,6 +127,7 @@ def slo_capacity(
                 "bound": "latency" if by_latency <= by_memory else "memory",
                 "by_latency": int(min(by_latency, 1e18)), "by_memory": int(by_memory),
                 "bytes_per_code": round(_bytes_per_code(r), 2), "build_s": r["build_s"],
+                "train_s": r.get("train_s", 0.0),
             }  # fmt: skip
     return sorted(best.values(), key=lambda x: (x["data"], x["n_bits"], x["source"]))
 
@@ -141,6 +142,8 @@ def project(
     node_codes = memory_bytes * RAM_USABLE / b
     nodes = max(math.ceil(total / node_codes), math.ceil(shards / max(1, cores)))
     n = float(point["measured_n"])
+    train_s = min(float(point.get("train_s", 0.0)), float(point["build_s"]))
+    add_s = float(point["build_s"]) - train_s
     # the per-query cost at the shard's size relative to the measured size (docs/capacity.md)
     slowdown = math.log(shard) / math.log(n) if point["index_type"] == "hnsw" else shard / n
     return {
@@ -151,7 +154,9 @@ def project(
         "nodes": nodes,
         "ram_gib_total": round(total * b / 2**30, 1),
         "ram_gib_per_node": round(total * b / nodes / 2**30, 2),
-        "build_hours": round(point["build_s"] / n * total / nodes / 3600, 3),
+        # a fixed training cost (the IVF quantizer, once on a sample) plus adds linear in codes,
+        # every node adding its share in parallel
+        "build_hours": round((train_s + add_s / n * total / nodes) / 3600, 3),
         "qps_per_replica": round(point["qps_per_core"] / slowdown, 1),
         "p99_ms_per_shard": round(point["p99_ms"] * slowdown, 3),
         "node_memory_gib": round(memory_bytes / 2**30, 1),

@@ -124,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parse_config(Config, argv, prog=prog, description=__doc__))
 
 
-def _builds(cfg: Config, index_type: str, codes: CodeSet, params: dict[str, int]) -> list[Built]:
+def _builds(
+    cfg: Config, index_type: str, codes: CodeSet, params: dict[str, int]
+) -> tuple[list[Built], float]:
+    """The sources' indexes of one build setting, and the seconds of the shared IVF training
+    (0 for the other types; it is part of every IVF ``build_s``, a one-off cost per index)."""
     out = []
     odh = "odh" in cfg.sources and odh_available()
     trained = None
@@ -141,7 +145,7 @@ def _builds(cfg: Config, index_type: str, codes: CodeSet, params: dict[str, int]
         logger.info("%s %s %s built in %.1fs (%.1f B/code RSS, %.1f B/code disk)", b.source,
                     index_type, params, b.build_s, b.ram_bytes / len(codes.db),
                     b.disk_bytes / len(codes.db))  # fmt: skip
-    return out
+    return out, (trained.train_s if trained is not None else 0.0)
 
 
 def measure_block(cfg: Config, codes: CodeSet, kth: Any, index_type: str) -> list[dict]:
@@ -150,7 +154,7 @@ def measure_block(cfg: Config, codes: CodeSet, kth: Any, index_type: str) -> lis
     n = len(codes.db)
     rows: list[dict[str, Any]] = []
     for params in build_params(index_type, n, cfg.hnsw_m):
-        builts = _builds(cfg, index_type, codes, params)
+        builts, train_s = _builds(cfg, index_type, codes, params)
         if not builts:
             continue
         for search_params in builts[0].sweep:
@@ -158,7 +162,7 @@ def measure_block(cfg: Config, codes: CodeSet, kth: Any, index_type: str) -> lis
                 point = measure_point(builts, codes.queries, kth, K, search_params, threads, budget)
                 for r, b in zip(point, builts, strict=True):
                     r.update(data=codes.data, n=n, n_bits=codes.db.shape[1] * 8,
-                             build_s=round(b.build_s, 2),
+                             build_s=round(b.build_s, 2), train_s=round(train_s, 2),
                              ram_bytes_per_code=round(b.ram_bytes / n, 2),
                              disk_bytes_per_code=round(b.disk_bytes / n, 2),
                              build_threads=cfg.build_threads,

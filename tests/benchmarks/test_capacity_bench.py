@@ -153,6 +153,11 @@ def test_slo_capacity_and_projection_on_a_hand_case() -> None:
     assert ph["qps_per_replica"] == pytest.approx(
         1000 * math.log(1e6) / math.log(h["codes"]), abs=0.1
     )
+    # IVF: the quantizer's training (train_s) is paid once, only the adds scale with the codes
+    (v,) = slo_capacity([_row(index_type="ivf", params={"nlist": 4000, "nprobe": 8},
+                              train_s=60.0)], 10.0, 0.95, memory)  # fmt: skip
+    pv = project(v, memory, cores=16)
+    assert pv["build_hours"] == pytest.approx((60 + 40 / 1e6 * 1e9 / 7) / 3600, abs=1e-3)
 
 
 def test_ratio_targets_and_merge() -> None:
