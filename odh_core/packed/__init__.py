@@ -1,12 +1,8 @@
-"""Bit-packed binary inference: numba XNOR/popcount kernels and the network that runs them."""
+"""Bit-packed binary inference: numba XNOR/popcount kernels, the blocks and the network that run
+them."""
 
-from odh_core.packed.network import (
-    PackedBlock,
-    PackedNet,
-    PackedUnsupportedError,
-    binary_weight_signs,
-    packed_unsupported_reason,
-)
+from odh_core.packed.block import PackedBlock, PackedUnsupportedError, binary_weight_signs
+from odh_core.packed.network import PackedNet, packed_unsupported_reason
 
 __all__ = [
     "PackedBlock",
