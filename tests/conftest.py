@@ -1,14 +1,21 @@
-"""Shared test fixtures: one local Ray cluster per test session, seeded synthetic image sets."""
+"""Shared test fixtures: one local Ray cluster per test session, seeded synthetic image sets,
+free loopback ports and a digest of a model's weights."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -115,3 +122,51 @@ def fake_fmnist() -> Callable[..., Path]:
         return root
 
     return make
+
+
+def make_band_images(n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` seeded 28×28×1 uint8 images of 4 classes (``labels = arange(n) % 4``): noise in
+    0..59, plus 180 on the 7 rows ``c*7 .. c*7+6`` of class ``c`` (a bright horizontal band at
+    each class's own height), so a small network can learn the classes in an epoch or two."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
+    for c in range(4):
+        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def band_images() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """The factory :func:`make_band_images`: ``band_images(n, seed=s) -> (images, labels)``."""
+    return make_band_images
+
+
+def digest_state(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict (names and tensor bytes, in name order): equal iff the weights
+    are bit for bit equal."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def state_digest() -> Callable[[Mapping[str, torch.Tensor]], str]:
+    """:func:`digest_state`: ``state_digest(model.state_dict()) -> hex digest``."""
+    return digest_state
+
+
+def pick_free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS's pick for port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A factory of free loopback ports, :func:`pick_free_port` (call it once per port needed).
+    Session-scoped so module-scoped server fixtures can take it too."""
+    return pick_free_port

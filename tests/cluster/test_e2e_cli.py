@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen, deadline_s: float = 180) -> None:
     import httpx
 
@@ -57,7 +51,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, deadline_s: float = 180) -> 
     raise AssertionError("odh serve did not become healthy in time")
 
 
-def test_pipeline_through_cli(tmp_path: Path) -> None:
+def test_pipeline_through_cli(tmp_path: Path, free_port: Callable[[], int]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -90,7 +84,7 @@ def test_pipeline_through_cli(tmp_path: Path) -> None:
     ids, codes = code_arrays(table, 16)
     assert len(ids) == 48
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", "serve", "--index", str(index), "--port", str(port),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,6 @@ import pytest
 from cluster.local_cluster import _cluster_processes
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _odh(*args: str, timeout: float = 300) -> str:
@@ -33,9 +27,9 @@ def _odh(*args: str, timeout: float = 300) -> str:
 
 
 def test_submit_index_job_to_a_local_multinode_cluster(
-    synthetic_set: Path, tiny_checkpoint: str, tmp_path: Path
+    synthetic_set: Path, tiny_checkpoint: str, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     _odh("cluster", "up", "--workers", "2", "--worker-resources", '{"searcher": 1}',
          "--port", str(port), "--dashboard-port", str(dashboard))  # fmt: skip
     try:

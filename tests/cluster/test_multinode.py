@@ -4,9 +4,9 @@ losing a node gives partial answers naming its group, a replacement node heals t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +17,13 @@ pytestmark = pytest.mark.e2e
 SCENARIO = Path(__file__).with_name("multinode_scenario.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
+) -> tuple[dict, Path]:
     work = tmp_path_factory.mktemp("multinode")
     proc = subprocess.run(
-        [sys.executable, str(SCENARIO), str(work), str(_free_port())],
+        [sys.executable, str(SCENARIO), str(work), str(free_port())],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2],
     )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

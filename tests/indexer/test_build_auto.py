@@ -3,8 +3,7 @@ manifest, and the built index answering at the target recall (numpy brute-force 
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,17 +103,11 @@ def test_uniform_codes_choose_no_ivf_and_answer_at_the_target(uniform_auto: tupl
     assert oracle_recall(codes, queries, d, 10) >= TARGET
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def served(uniform_auto: tuple) -> Iterator[str]:
+def served(uniform_auto: tuple, free_port: Callable[[], int]) -> Iterator[str]:
     from serving.app import start_server, stop_server
 
-    url = start_server(uniform_auto[0], port=_free_port(), groups=1)
+    url = start_server(uniform_auto[0], port=free_port(), groups=1)
     try:
         yield url
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,7 @@ from odh_core.models import create_encoder
 from odh_core.packing import pack_bits
 from odh_core.stages import LoopContext, fit
 
-
-def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Four classes, each a bright horizontal band at its own height."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 4
-    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
-    return images, labels
+BandImages = Callable[..., tuple[np.ndarray, np.ndarray]]  # the band_images fixture
 
 
 # ------------------------------------------------------------------ (a) distillation
@@ -126,7 +119,9 @@ def test_binary_conv_real_weights_switch() -> None:
     torch.testing.assert_close(conv(x), binary)
 
 
-def test_two_step_switches_in_the_middle_of_stage1(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_step_switches_in_the_middle_of_stage1(
+    monkeypatch: pytest.MonkeyPatch, band_images: BandImages
+) -> None:
     """In fit: the training forwards of the first half of stage 1's steps convolve with the
     real weights, every later one with the binary weights; latent weights get no decay."""
     import odh_core.stages as stages
@@ -159,7 +154,7 @@ def test_two_step_switches_in_the_middle_of_stage1(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(
         stages, "_optimizer", lambda *a: opts.append(real_optimizer(*a)) or opts[-1]
     )
-    images, labels = _toy(32, seed=1)
+    images, labels = band_images(32, seed=1)
     cfg = TrainConfig(
         n_bits=16, warmup_epochs=1, transition_epoch=2, stage2_epochs=1, batch_size=8,
         val_fraction=0.25, two_step=True,
@@ -182,8 +177,10 @@ def test_two_step_switches_in_the_middle_of_stage1(monkeypatch: pytest.MonkeyPat
 # ------------------------------------------------------------------ (c) init from the twin
 
 
-def _fp_twin_checkpoint(tmp_path: Path) -> tuple[str, dict[str, torch.Tensor]]:
-    images, labels = _toy(32, seed=1)
+def _fp_twin_checkpoint(
+    tmp_path: Path, band_images: BandImages
+) -> tuple[str, dict[str, torch.Tensor]]:
+    images, labels = band_images(32, seed=1)
     cfg = TrainConfig(
         n_bits=16, binary=False, warmup_epochs=1, transition_epoch=1, stage2_epochs=1,
         batch_size=8, val_fraction=0.25,
@@ -196,8 +193,8 @@ def _fp_twin_checkpoint(tmp_path: Path) -> tuple[str, dict[str, torch.Tensor]]:
     return path, result.state_dict
 
 
-def test_init_from_loads_matching_tensors(tmp_path: Path) -> None:
-    path, fp_state = _fp_twin_checkpoint(tmp_path)
+def test_init_from_loads_matching_tensors(tmp_path: Path, band_images: BandImages) -> None:
+    path, fp_state = _fp_twin_checkpoint(tmp_path, band_images)
     bnn = create_encoder("resnet_small", n_bits=16, binary=True)
     n = load_init_weights(bnn, path)
     state = bnn.state_dict()
@@ -246,13 +243,13 @@ def test_wide_resnet_small_packed_encode_equals_torch() -> None:
 # ------------------------------------------------------------------ every option still learns
 
 
-def _learned_and_chance(cfg: TrainConfig) -> tuple[float, float]:
-    images, labels = _toy(32, seed=1)
+def _learned_and_chance(cfg: TrainConfig, band_images: BandImages) -> tuple[float, float]:
+    images, labels = band_images(32, seed=1)
     result = fit(images, labels, cfg, LoopContext())
     model = create_encoder(cfg.model, n_bits=cfg.n_bits, binary=cfg.binary, in_channels=1)
     model.load_state_dict(result.state_dict)
     model.eval()
-    held, held_labels = _toy(64, seed=7)  # queries rows 0..31, database rows 32..63
+    held, held_labels = band_images(64, seed=7)  # queries rows 0..31, database rows 32..63
     mean = np.asarray(result.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(result.std, np.float32).reshape(1, -1, 1, 1)
     x = (held.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std
@@ -284,12 +281,14 @@ _BASE = dict(
     ],
     ids=["distill", "two-step", "wide", "init-from-fp"],
 )
-def test_each_option_still_learns(knobs: dict[str, Any], tmp_path: Path) -> None:
+def test_each_option_still_learns(
+    knobs: dict[str, Any], tmp_path: Path, band_images: BandImages
+) -> None:
     if knobs.get("init_from") == "FP":
-        knobs = {"init_from": _fp_twin_checkpoint(tmp_path)[0]}
+        knobs = {"init_from": _fp_twin_checkpoint(tmp_path, band_images)[0]}
     cfg = TrainConfig(**_BASE, **knobs)
     assert {k: cfg.to_dict()[k] for k in knobs} == knobs  # recorded in the run's config
-    learned, chance = _learned_and_chance(cfg)
+    learned, chance = _learned_and_chance(cfg, band_images)
     assert learned >= chance + 0.25, (knobs, learned, chance)
 
 

@@ -1,6 +1,7 @@
 """Ray Train: per-epoch checkpoints, a killed worker resumes from its checkpoint, DDP, --resume."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,7 @@ import pytest
 from odh_core.checkpoint import load_checkpoint
 from odh_core.train import TrainConfig, train_encoder
 
-
-def _toy(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 4
-    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
-    return images, labels
+BandImages = Callable[..., tuple[np.ndarray, np.ndarray]]  # the band_images fixture
 
 
 def _cfg(**kw: object) -> TrainConfig:
@@ -29,8 +23,10 @@ def _cfg(**kw: object) -> TrainConfig:
 
 
 @pytest.mark.slow  # two Ray Train runs and a worker-group restart: ~2-4 min on 2 busy cores
-def test_killed_worker_resumes_from_checkpoint_then_resume(ray_local: None, tmp_path: Path) -> None:
-    images, labels = _toy()
+def test_killed_worker_resumes_from_checkpoint_then_resume(
+    ray_local: None, tmp_path: Path, band_images: BandImages
+) -> None:
+    images, labels = band_images(48, seed=0)
     out = tmp_path / "out"
     # global epochs: 0 = warm-up, 1 = stage 1, 2 = stage 2; rank 0 dies after epoch 1's checkpoint
     path = train_encoder(images, labels, _cfg(fail_at_epoch=1), str(out), max_failures=1)
@@ -51,15 +47,17 @@ def test_killed_worker_resumes_from_checkpoint_then_resume(ray_local: None, tmp_
     assert cfg2.provenance["history"] == hist
 
 
-def test_resume_without_previous_run(ray_local: None, tmp_path: Path) -> None:
-    images, labels = _toy(seed=2)
+def test_resume_without_previous_run(
+    ray_local: None, tmp_path: Path, band_images: BandImages
+) -> None:
+    images, labels = band_images(48, seed=2)
     with pytest.raises(FileNotFoundError, match="no previous training run"):
         train_encoder(images, labels, _cfg(), str(tmp_path / "out"), resume=True)
 
 
 @pytest.mark.slow
-def test_two_cpu_workers_ddp(ray_local: None, tmp_path: Path) -> None:
-    images, labels = _toy(64, seed=1)
+def test_two_cpu_workers_ddp(ray_local: None, tmp_path: Path, band_images: BandImages) -> None:
+    images, labels = band_images(64, seed=1)
     path = train_encoder(images, labels, _cfg(), str(tmp_path / "out"), workers=2)
     _, enc_cfg = load_checkpoint(path)
     assert enc_cfg.provenance["workers"] == 2

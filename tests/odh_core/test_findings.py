@@ -3,7 +3,6 @@ hook (once per hash epoch, read-only) and a tiny end-to-end run writing json, md
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -115,28 +114,15 @@ def test_plateau_epoch() -> None:
 # ------------------------------------------------------------------ the loop's observe hook
 
 
-def _toy(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(3)
-    labels = np.arange(n) % 4
-    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7] += 180
-    return images, labels
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha1()
-    for k, v in sorted(state.items()):
-        h.update(k.encode() + v.numpy().tobytes())
-    return h.hexdigest()
-
-
-def test_observe_hook_once_per_hash_epoch_and_read_only() -> None:
+def test_observe_hook_once_per_hash_epoch_and_read_only(
+    band_images: Callable[..., tuple[np.ndarray, np.ndarray]],
+    state_digest: Callable[[dict[str, torch.Tensor]], str],
+) -> None:
     from benchmarks._findings_run import _observer, prepare_data
     from odh_core.stages import LoopContext, fit
     from odh_core.train import TrainConfig
 
-    images, labels = _toy()
+    images, labels = band_images(48, seed=3)
     cfg = TrainConfig(
         n_bits=16, warmup_epochs=1, transition_epoch=1, stage2_epochs=2, batch_size=8,
         val_fraction=0.25,
@@ -153,7 +139,8 @@ def test_observe_hook_once_per_hash_epoch_and_read_only() -> None:
     )
     observer = _observer(data, n_pos=2, seed=0)
     observed = fit(images, labels, cfg, LoopContext(observe=observer))
-    assert _digest(observed.state_dict) == _digest(plain.state_dict)  # training unchanged
+    # training unchanged
+    assert state_digest(observed.state_dict) == state_digest(plain.state_dict)
     assert [r["hash_epoch"] for r in observer.records] == [1, 2, 3]
     assert [r["stage"] for r in observer.records] == [1, 2, 2]
     assert "centre_movement" not in observer.records[0]

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 
 def test_fit_logs_an_epoch_line_with_loss_map_and_time_left(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    band_images: Callable[..., tuple[np.ndarray, np.ndarray]],
 ) -> None:
     from odh_core import stages
     from odh_core.stages import LoopContext, fit
     from odh_core.train import TrainConfig
 
-    rng = np.random.default_rng(0)
-    labels = np.arange(32) % 4
-    images = rng.integers(0, 60, size=(32, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
+    images, labels = band_images(32, seed=0)
     monkeypatch.setattr(stages._Progress, "_LINE_EVERY_S", 0.0)  # a batch line after every batch
     cfg = TrainConfig(
         n_bits=16, warmup_epochs=1, transition_epoch=1, stage2_epochs=1, batch_size=8,

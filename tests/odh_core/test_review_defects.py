@@ -1,7 +1,7 @@
 """Issue 11 part 6: the defects found in review, each pinned by a test that failed before."""
 
-import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +16,8 @@ from odh_core.packing import pack_bits, unpack_bits
 from odh_core.stages import LoopContext, _split_data, fit
 from odh_core.train import TrainConfig
 
-
-def _toy(n: int = 48, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Class-structured 28×28 images (4 classes), every image distinct."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 4
-    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
-    return images, labels
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+BandImages = Callable[..., tuple[np.ndarray, np.ndarray]]  # the band_images fixture
+StateDigest = Callable[[dict[str, torch.Tensor]], str]  # the state_digest fixture
 
 
 def _pairwise_hamming_brute(c: np.ndarray) -> list[int]:
@@ -80,8 +65,8 @@ def test_other_layers_keep_their_blocks() -> None:
 
 
 @pytest.mark.parametrize("mode", ["spec", "faithful"])
-def test_stage2_pools_hold_training_rows_only(mode: str) -> None:
-    images, labels = _toy(40)
+def test_stage2_pools_hold_training_rows_only(mode: str, band_images: BandImages) -> None:
+    images, labels = band_images(40, seed=3)
     cfg = TrainConfig(n_bits=16, val_fraction=0.25, batch_size=8, mode=mode)
     _, train, val, _, pool = _split_data(images, labels, cfg, LoopContext())
     assert val is not None and len(val) == 10
@@ -165,8 +150,8 @@ def test_weight_only_xnor_macs_are_not_binary_macs() -> None:
 # ---------------------------------------------------------------- 6: CSQ centre distances
 
 
-def test_csq_centre_distances_are_recorded() -> None:
-    images, labels = _toy(32)
+def test_csq_centre_distances_are_recorded(band_images: BandImages) -> None:
+    images, labels = band_images(32, seed=3)
     cfg = TrainConfig(
         n_bits=16, method="csq", transition_epoch=1, stage2_epochs=0, batch_size=8,
         val_fraction=0.25,
@@ -180,7 +165,9 @@ def test_csq_centre_distances_are_recorded() -> None:
 # ---------------------------------------------------------------- 5 + 6: run records (Ray)
 
 
-def test_run_records_carry_split_seeds_and_centres(ray_local: None, tmp_path: Path) -> None:
+def test_run_records_carry_split_seeds_and_centres(
+    ray_local: None, tmp_path: Path, state_digest: StateDigest
+) -> None:
     from indexer.converters.synthetic import make_synthetic
     from indexer.training import train_encoder
 
@@ -211,14 +198,16 @@ def test_run_records_carry_split_seeds_and_centres(ray_local: None, tmp_path: Pa
 
     model, _ = load_checkpoint(str(out / "checkpoint"))
     direct = fit(*load_train_split(str(image_set)), cfg, LoopContext())
-    assert _digest(model.state_dict()) == _digest(direct.state_dict)
+    assert state_digest(model.state_dict()) == state_digest(direct.state_dict)
 
 
 # ---------------------------------------------------------------- 9: reproducible CPU training
 
 
-def test_two_seeded_short_runs_give_identical_weights() -> None:
-    images, labels = _toy(48)
+def test_two_seeded_short_runs_give_identical_weights(
+    band_images: BandImages, state_digest: StateDigest
+) -> None:
+    images, labels = band_images(48, seed=3)
     cfg = TrainConfig(
         n_bits=16, warmup_epochs=1, transition_epoch=1, stage2_epochs=1, batch_size=8,
         val_fraction=0.25, seed=7, num_threads=1,
@@ -226,10 +215,10 @@ def test_two_seeded_short_runs_give_identical_weights() -> None:
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     a = fit(images, labels, cfg, LoopContext())
     b = fit(images, labels, cfg, LoopContext())
-    assert _digest(a.state_dict) == _digest(b.state_dict)
+    assert state_digest(a.state_dict) == state_digest(b.state_dict)
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     assert a.determinism["num_threads"] == 1 and a.determinism["deterministic_algorithms"]
     # fit restores the caller's torch settings
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
     c = fit(images, labels, TrainConfig(**{**cfg.to_dict(), "seed": 8}), LoopContext())
-    assert _digest(c.state_dict) != _digest(a.state_dict)  # the seed matters
+    assert state_digest(c.state_dict) != state_digest(a.state_dict)  # the seed matters

@@ -1,4 +1,5 @@
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -8,14 +9,7 @@ from PIL import Image
 from odh_core.encoder import Encoder
 from odh_core.train import TrainConfig, train_encoder
 
-
-def _toy(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 4
-    images = rng.integers(0, 60, size=(n, 28, 28, 1), dtype=np.uint8)
-    for c in range(4):
-        images[labels == c, c * 7 : c * 7 + 7, :, 0] += 180
-    return images, labels
+BandImages = Callable[..., tuple[np.ndarray, np.ndarray]]  # the band_images fixture
 
 
 def test_config_validation() -> None:
@@ -27,8 +21,10 @@ def test_config_validation() -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_train_encoder_through_ray(ray_local: None, tmp_path: Path) -> None:
-    images, labels = _toy()
+def test_train_encoder_through_ray(
+    ray_local: None, tmp_path: Path, band_images: BandImages
+) -> None:
+    images, labels = band_images(64, seed=0)
     cfg = TrainConfig(
         n_bits=16, warmup_epochs=1, transition_epoch=1, stage2_epochs=1, batch_size=16,
         val_fraction=0.25, seed=0,
@@ -71,7 +67,7 @@ def _codes(state: dict, cfg: TrainConfig, result: object, images: np.ndarray) ->
 
 
 @pytest.mark.parametrize(("method", "layer"), [("csq", "irnet"), ("odh", "bireal")])
-def test_fit_in_process_other_methods(method: str, layer: str) -> None:
+def test_fit_in_process_other_methods(method: str, layer: str, band_images: BandImages) -> None:
     """Training learns: on fresh toy images its codes retrieve same-class images far better than
     label-shuffled chance and than the same network untrained."""
     import torch
@@ -80,7 +76,7 @@ def test_fit_in_process_other_methods(method: str, layer: str) -> None:
     from odh_core.models import create_encoder
     from odh_core.stages import LoopContext, fit
 
-    images, labels = _toy(32, seed=1)
+    images, labels = band_images(32, seed=1)
     cfg = TrainConfig(
         n_bits=16, method=method, layer=layer, warmup_epochs=1, transition_epoch=2,
         stage2_epochs=2, batch_size=8, val_fraction=0.25,
@@ -89,7 +85,7 @@ def test_fit_in_process_other_methods(method: str, layer: str) -> None:
     assert result.best_val_map is not None
     assert result.best_val_map == max(h["val_map"] for h in result.history if "val_map" in h)
 
-    held_out, held_labels = _toy(64, seed=7)  # queries: rows 0..31, database: rows 32..63
+    held_out, held_labels = band_images(64, seed=7)  # queries: rows 0..31, database: rows 32..63
 
     def map_of(codes: np.ndarray, lab: np.ndarray) -> float:
         q, d = slice(0, 32), slice(32, None)

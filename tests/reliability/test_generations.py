@@ -7,9 +7,8 @@ replica / ingress restarts converge on the one current manifest; gc keeps the cu
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +149,10 @@ def test_answers_of_different_generations_are_never_merged() -> None:
 # --- the served app: rebuild in place, reload, replica and ingress restarts -------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def served(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(
+    ray_local: None, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
+) -> Iterator[dict[str, Any]]:
     from serving.app import start_server, stop_server
 
     root = tmp_path_factory.mktemp("generations")
@@ -165,7 +160,7 @@ def served(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     index = str(root / "index")
     build(c1, index, n_shards=2, nlist=NLIST)
     url = start_server(
-        index, port=_free_port(), groups=2, num_cpus=0.2, timeout_s=3.0, admin_token=TOKEN
+        index, port=free_port(), groups=2, num_cpus=0.2, timeout_s=3.0, admin_token=TOKEN
     )
     try:
         yield {"url": url, "root": root, "index": index, "ids": ids1, "codes": codes1}

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +17,6 @@ import pytest
 PAGE_N_BITS = 32
 PAGE_N_DB = 96
 PAGE_CLASSES = ("ring", "bar", "cross", "dot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -128,7 +121,7 @@ def page_index(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Pag
 
 
 @pytest.fixture(scope="module")
-def page_server(page_index: PageIndex) -> Iterator[str]:
+def page_server(page_index: PageIndex, free_port: Callable[[], int]) -> Iterator[str]:
     """The whole app (ingress, encoder, 2 searcher groups) on a free loopback port."""
     from serving.app import start_server, stop_server
 

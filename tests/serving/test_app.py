@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,12 +23,6 @@ N_SHARDS = 3
 NLIST = 6
 GROUPS = 2
 TOKEN = "test-admin-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -121,10 +114,10 @@ def _encoder_config():
 
 
 @pytest.fixture(scope="module")
-def server(index: Index) -> Iterator[str]:
+def server(index: Index, free_port: Callable[[], int]) -> Iterator[str]:
     from serving.app import start_server, stop_server
 
-    url = start_server(index.path, port=_free_port(), groups=GROUPS, admin_token=TOKEN)
+    url = start_server(index.path, port=free_port(), groups=GROUPS, admin_token=TOKEN)
     try:
         yield url
     finally:

@@ -8,9 +8,8 @@
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 N_BITS = 32
 N_DB = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +42,13 @@ def index_dir(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(index_dir: str) -> Iterator[dict[str, str]]:
+def servers(index_dir: str, free_port: Callable[[], int]) -> Iterator[dict[str, str]]:
     """Two apps: ``r2`` (1 group × 2 replicas) and ``r1`` (2 groups × 1 replica)."""
     from ray import serve
 
     from serving.app import build_app
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"index": index_dir, "num_cpus": 0.2, "timeout_s": 3.0}
     serve.run(build_app(common | {"groups": 1, "replicas": 2}), name="r2", route_prefix="/r2")
