@@ -111,8 +111,9 @@ class TrainConfig:
     )
     channels_last: bool = option(
         False,
-        help="train in the channels_last memory format (faster convolutions on CPU; off by "
-        "default: tiny-batch smoke trainings stopped learning with it, cause not found yet)",
+        help="train in the channels_last memory format (faster convolutions on CPU; same "
+        "results up to float rounding; off by default so that run records keep their keys; "
+        "make demo turns it on)",
     )
     compile_model: bool = option(
         False,
