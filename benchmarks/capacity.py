@@ -201,8 +201,10 @@ def write_results(
 
     from benchmarks._capacity_report import (
         frontiers,
+        loaded_blocks,
         markdown,
         projection_1b,
+        quiet_load,
         slo_capacity,
         targets,
     )
@@ -210,7 +212,8 @@ def write_results(
     memory = (cfg.node_memory_gib * 2**30 if cfg.node_memory_gib
               else float(psutil.virtual_memory().total))  # fmt: skip
     cores = cfg.node_cores or os.cpu_count() or 1
-    capacity = slo_capacity(rows, cfg.slo_p99_ms, cfg.slo_recall, memory)
+    max_load = quiet_load(os.cpu_count() or 1)
+    capacity = slo_capacity(rows, cfg.slo_p99_ms, cfg.slo_recall, memory, max_load)
     result = {
         "benchmark": "capacity",
         "command": command or command_line(),
@@ -219,7 +222,9 @@ def write_results(
         "data_info": data_info,
         "slo": {"p99_ms": cfg.slo_p99_ms, "recall": cfg.slo_recall},
         "rows": rows,
-        "targets": targets(rows, cfg.slo_recall),
+        "quiet_load": max_load,
+        "loaded_blocks": loaded_blocks(rows, max_load),
+        "targets": targets(rows, cfg.slo_recall, max_load),
         "slo_capacity": capacity,
         "projection_1b": projection_1b(capacity, memory, cores),
     }

@@ -14,8 +14,10 @@ import pytest
 from benchmarks._capacity_data import CodeSet, make_codes, recall_at_k, true_kth
 from benchmarks._capacity_report import (
     RAM_USABLE,
+    loaded_blocks,
     merge_rows,
     project,
+    quiet_load,
     ratios,
     row_key,
     slo_capacity,
@@ -168,6 +170,12 @@ def test_ratio_targets_and_merge() -> None:
     lines = targets([faiss, odh], 0.95)
     assert "MISSED" in lines[0] and "MET" in lines[1]
     assert "not measured" in targets([faiss], 0.95)[0]
+    # rows of a loaded machine are not judged: the same pair measured at load 9 on 2 CPUs
+    loaded = [x | {"loadavg": [9.0, 8.0, 7.0]} for x in (faiss, odh)]
+    assert "not measured" in targets(loaded, 0.95, max_load=quiet_load(2))[0]
+    assert "MISSED" in targets(loaded, 0.95)[0]  # no load limit: judged
+    assert loaded_blocks([*loaded, faiss], quiet_load(2)) == ["clustered 1,000,000 64-bit ivf"]
+    assert slo_capacity(loaded, 10.0, 0.95, 2**30, max_load=2.5) == []
     merged = merge_rows([faiss, odh], [_row(qps_per_core=2000.0)])
     assert len(merged) == 2 and merged[0]["qps_per_core"] == 2000.0
 
