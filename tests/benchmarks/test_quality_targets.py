@@ -52,3 +52,21 @@ def test_fewer_than_five_seeds_is_not_judged() -> None:
     assert "MET" not in text and "MISSED" not in text
     assert text.count("not shown (3 paired seeds < 5)") == 2
     assert odh_target_lines([]) == []
+
+
+def test_the_best_significant_variant_is_judged_too() -> None:
+    odh = [0.70, 0.71, 0.72, 0.70, 0.71]
+    shc = [v + 0.01 for v in odh]  # beats the default ODH run
+    csq = [v - 0.05 for v in odh]
+    fp = [v + 0.045 for v in odh]
+    runs = _grid(5, odh, shc, csq, fp)
+    steady = [0.030, 0.031, 0.029, 0.030, 0.030]  # variant − default: CI well above 0
+    for s in range(5):
+        for variant, delta in (("init-from-fp", steady[s]), ("noisy", 0.05 * (-1) ** s)):
+            runs.append(_run("odh", s, odh[s] + delta) | {"variant": variant})
+    lines = [x for x in odh_target_lines(runs) if "init-from-fp" in x]
+    assert not any("noisy" in x for x in odh_target_lines(runs))  # its CI spans 0
+    assert len(lines) == 2
+    assert "init-from-fp (the best variant) − shc = +0.0200" in lines[0]
+    assert lines[0].endswith("**MET**")
+    assert "init-from-fp − ODH-FP = -0.0150" in lines[1] and lines[1].endswith("**MET**")
