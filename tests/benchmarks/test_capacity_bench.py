@@ -203,6 +203,7 @@ def test_cluster_layout_prediction_and_checked_projection() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~50 s: its own 3-node Ray cluster; the default suite keeps test_multinode's
 def test_cluster_check_serves_across_two_ray_nodes(tmp_path: Path) -> None:
     """``odh bench capacity --cluster-check`` on a tiny set (a head and two worker nodes, ~1 min;
     its own process, as the multi-node scenario: Ray's local Cluster needs a fresh driver)."""
