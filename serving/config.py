@@ -27,13 +27,13 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-#: HTTP entry points of Ray Serve and the environment that selects each. Serve reads these when
-#: it is imported, in every Ray process, so they must be set before Ray starts (the embedded
-#: cluster: ``cluster.runtime.proxy_env``; a cluster: the env of its head and worker pods).
 #: How ``POST /v1/search`` answers travel to ``serving.client.ODHClient``
 #: (``response_format``): an Arrow IPC stream (``serving.wire``) or JSON.
 RESPONSE_FORMATS: tuple[str, ...] = ("arrow", "json")
 
+#: HTTP entry points of Ray Serve and the environment that selects each. Serve reads these when
+#: it is imported, in every Ray process, so they must be set before Ray starts (the embedded
+#: cluster: ``cluster.runtime.proxy_env``; a cluster: the env of its head and worker pods).
 PROXY_MODES: dict[str, dict[str, str]] = {
     # Serve's HTTP proxy actor (a Python actor per node; a handle hop to the ingress)
     "default": {},
