@@ -207,6 +207,19 @@ def _ci_text(ci: tuple[float, float, float] | None, sign: float = 1.0) -> str:
     return f"95% CI [{low:+.4f}, {high:+.4f}]"
 
 
+def _verdict(n_seeds: int, ok: bool) -> str:
+    """MET / MISSED with ≥ MIN_CLAIM_SEEDS paired seeds, else "not shown (...)"."""
+    if n_seeds < MIN_CLAIM_SEEDS:
+        return f"not shown ({n_seeds} paired seeds < {MIN_CLAIM_SEEDS})"
+    return "MET" if ok else "MISSED"
+
+
+def _target_text(target: float, need_ci: bool) -> str:
+    """``target ≥ +0.01, CI above 0`` / ``target ≥ −0.02`` (typographic minus)."""
+    text = f"target ≥ {target:+.2f}".replace("-", "−")
+    return text + (", CI above 0" if need_ci else "")
+
+
 def _seed_values(
     runs: list[dict[str, Any]], setting: tuple[Any, ...], label: str, variant: str = "default"
 ) -> dict[int, float]:
@@ -230,14 +243,11 @@ def _claim_line(
     diffs = [a[s] - b[s] for s in common]
     ci = paired_ci(diffs)
     mean = statistics.mean(diffs) if diffs else float("nan")
-    if len(common) < MIN_CLAIM_SEEDS:
-        verdict = f"not shown ({len(common)} paired seeds < {MIN_CLAIM_SEEDS})"
-    else:
-        ok = mean >= target and (not need_ci or (ci is not None and ci[1] > 0))
-        verdict = "MET" if ok else "MISSED"
-    cond = f"target ≥ {target:+.2f}" + (", CI above 0" if need_ci else "")
+    ok = mean >= target and (not need_ci or (ci is not None and ci[1] > 0))
+    cond = _target_text(target, need_ci)
     return (
-        f"{head} {what} = {mean:+.4f}, {_ci_text(ci)}, {len(common)} seeds ({cond}): **{verdict}**"
+        f"{head} {what} = {mean:+.4f}, {_ci_text(ci)}, {len(common)} seeds ({cond}): "
+        f"**{_verdict(len(common), ok)}**"
     )
 
 
@@ -285,32 +295,22 @@ def odh_target_lines(runs: list[dict[str, Any]]) -> list[str]:
     for setting in sorted(set(by_setting) | set(gaps), key=lambda k: tuple(map(str, k))):
         head = f"- {setting[0]}, {setting[1]}, epochs {setting[2]}:"
         others = by_setting.get(setting, [])
-        best_other = max(others, key=lambda r: r["mean"])["method"] if others else None
-        if others:
-            best = max(others, key=lambda r: r["mean"])
-            n, margin = len(best["seeds"]), -best["diff"]
-            ci = best["ci"]
-            if n < MIN_CLAIM_SEEDS:
-                verdict = f"not shown ({n} paired seeds < {MIN_CLAIM_SEEDS})"
-            else:
-                above = ci is not None and -ci[2] > 0
-                verdict = "MET" if margin >= 0.01 and above else "MISSED"
+        best = max(others, key=lambda r: r["mean"]) if others else None
+        if best is not None:
+            n, margin, ci = len(best["seeds"]), -best["diff"], best["ci"]
+            verdict = _verdict(n, margin >= 0.01 and ci is not None and -ci[2] > 0)
             lines.append(
                 f"{head} ODH-BNN − best other BNN method ({best['method']}) = {margin:+.4f}, "
-                f"{_ci_text(ci, -1.0)}, {n} seeds (target ≥ +0.01, CI above 0): **{verdict}**"
+                f"{_ci_text(ci, -1.0)}, {n} seeds ({_target_text(0.01, True)}): **{verdict}**"
             )
         gap = gaps.get(setting)
         if gap is not None:
             n, diff = len(gap["seeds"]), -gap["diff"]
-            if n < MIN_CLAIM_SEEDS:
-                verdict = f"not shown ({n} paired seeds < {MIN_CLAIM_SEEDS})"
-            else:
-                verdict = "MET" if diff >= -0.02 else "MISSED"
             lines.append(
                 f"{head} ODH-BNN − ODH-FP = {diff:+.4f}, {_ci_text(gap['ci'], -1.0)}, {n} seeds "
-                f"(target ≥ −0.02): **{verdict}**"
+                f"({_target_text(-0.02, False)}): **{_verdict(n, diff >= -0.02)}**"
             )
-        lines += _best_variant_lines(runs, setting, head, best_other)
+        lines += _best_variant_lines(runs, setting, head, best["method"] if best else None)
     if not lines:
         return []
     return [
