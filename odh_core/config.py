@@ -111,9 +111,9 @@ class TrainConfig:
     )
     channels_last: bool = option(
         False,
-        help="train in the channels_last memory format (faster convolutions on CPU; same "
-        "results up to float rounding; off by default so that run records keep their keys; "
-        "make demo turns it on)",
+        help="train in the channels_last memory format (faster convolutions on CPU; they sum "
+        "in another order, which in a BNN can move mAP like a change of seed; off by default "
+        "so that run records keep their keys; make demo turns it on)",
     )
     compile_model: bool = option(
         False,
