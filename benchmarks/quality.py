@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # `python3 benchmarks/quality.py`
 
 from benchmarks._machine import machine_info
 from benchmarks._quality_data import load_fmnist1, upsample_uint8
-from benchmarks._quality_grid import PROTOCOL, RunSpec, grid
+from benchmarks._quality_grid import ODH_ABLATIONS, PROTOCOL, RunSpec, grid
 from benchmarks._quality_report import backbone_stats, write_report
 from benchmarks._quality_run import encode, run_all, run_one, spec_key
 from odh_core.options import option
@@ -66,8 +66,8 @@ class Config:
         "cpu",
         help="grid: smoke, cpu, core, ablations, full, resnet18, methods (every method × "
         "{BNN, FP} × {64, 32} bits × seeds), methods-64, odh-ablations (ODH-BNN at 64 bits × "
-        "seeds: baseline, ODH-FP, no-stage2, hc-strong+separate-views, w-agg-0.1, distill, "
-        "two-step, wide, init-from-fp; paired with the methods grid's runs)",
+        f"seeds: baseline, ODH-FP, {', '.join(ODH_ABLATIONS)}; paired with the methods grid's "
+        "runs)",
     )
     seeds: int = option(
         3, help="seeds per configuration in the methods and odh-ablations grids (paired)"

@@ -97,8 +97,8 @@ def test_odh_ablations_grid_pairs_with_the_methods_grid() -> None:
     assert {s.seed for s in specs} == {0, 1} and {s.n_bits for s in specs} == {64}
     assert {s.variant for s in specs} == {"default", *ODH_ABLATIONS}
     assert set(ODH_ABLATIONS) == {
-        "no-stage2", "hc-strong+separate-views", "w-agg-0.1", "distill", "two-step", "wide",
-        "init-from-fp",
+        "no-stage2", "hc-strong+separate-views", "w-agg-0.1", "w-agg-1", "n-pos-4", "n-pos-8",
+        "distill", "two-step", "wide", "init-from-fp",
     }  # fmt: skip
     args = _args()
     methods = {(s.label, s.seed): spec_key(s, args) for s in grid("methods-64", seeds=2)}
@@ -129,6 +129,8 @@ def test_odh_ablations_grid_pairs_with_the_methods_grid() -> None:
     hc = cfg["hc-strong+separate-views"].full_method_config()
     assert hc["hc_strong"] and hc["separate_views"]
     assert cfg["w-agg-0.1"].full_method_config()["w_agg"] == 0.1
+    assert cfg["w-agg-1"].full_method_config()["w_agg"] == 1.0
+    assert (cfg["n-pos-4"].n_pos, cfg["n-pos-8"].n_pos, cfg["default"].n_pos) == (4, 8, 2)
 
 
 def _fake_record(label: str, variant: str, seed: int, value: float, **kw: object) -> dict:
