@@ -266,15 +266,24 @@ def _best_variant_lines(
         return []
     best = max(better, key=lambda v: v["mean"])
     mine = _seed_values(runs, setting, "ODH-BNN", best["variant"])
+    backbones = sorted({
+        str(r["backbone"]) for r in runs
+        if r["label"] == "ODH-BNN" and r.get("variant", "default") == best["variant"]
+        and _base_backbone(r) == setting[0]
+    })  # fmt: skip
+    # a variant such as ``wide`` is another (costlier) network than the runs it is compared with
+    other_net = f"backbone {', '.join(backbones)}, not {setting[0]}"
+    tags = ["the best variant"] + ([other_net] if backbones != [setting[0]] else [])
     lines = []
     if best_other is not None:
         other = _seed_values(runs, setting, f"{best_other.upper()}-BNN")
-        lines.append(_claim_line(head, f"ODH-BNN {best['variant']} (the best variant) − "
-                                 f"{best_other}", mine, other, 0.01, True))  # fmt: skip
+        what = f"ODH-BNN {best['variant']} ({'; '.join(tags)}) − {best_other}"
+        lines.append(_claim_line(head, what, mine, other, 0.01, True))
     fp = _seed_values(runs, setting, "ODH-FP")
     if fp:
-        lines.append(_claim_line(head, f"ODH-BNN {best['variant']} − ODH-FP", mine, fp, -0.02,
-                                 False))  # fmt: skip
+        what = f"ODH-BNN {best['variant']} ({'; '.join(tags[1:])}) − ODH-FP" if tags[1:] else (
+            f"ODH-BNN {best['variant']} − ODH-FP")  # fmt: skip
+        lines.append(_claim_line(head, what, mine, fp, -0.02, False))
     return lines
 
 

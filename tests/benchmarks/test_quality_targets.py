@@ -70,3 +70,18 @@ def test_the_best_significant_variant_is_judged_too() -> None:
     assert "init-from-fp (the best variant) − shc = +0.0200" in lines[0]
     assert lines[0].endswith("**MET**")
     assert "init-from-fp − ODH-FP = -0.0150" in lines[1] and lines[1].endswith("**MET**")
+
+
+def test_a_best_variant_on_another_backbone_says_so() -> None:
+    odh = [0.70, 0.71, 0.72, 0.70, 0.71]
+    runs = _grid(5, odh, [v + 0.01 for v in odh], odh, [v + 0.05 for v in odh])
+    for s in range(5):  # a wider network: its records keep the grid backbone as base_backbone
+        wide = _run("odh", s, odh[s] + 0.04 + 0.001 * s)
+        runs.append(wide | {"variant": "wide", "backbone": "resnet_small_wide",
+                            "base_backbone": "resnet_small"})  # fmt: skip
+    lines = [x for x in odh_target_lines(runs) if "wide" in x]
+    assert len(lines) == 2
+    net = "backbone resnet_small_wide, not resnet_small"
+    assert f"ODH-BNN wide (the best variant; {net}) − shc = +0.0320" in lines[0]
+    assert f"ODH-BNN wide ({net}) − ODH-FP = -0.0080" in lines[1]
+    assert all(x.endswith("**MET**") for x in lines)
