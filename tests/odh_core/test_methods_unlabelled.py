@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,9 @@ def _odh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_unlabelled_set_through_train_encode_build_serve_query(tmp_path: Path) -> None:
+def test_unlabelled_set_through_train_encode_build_serve_query(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> None:
     import httpx
     import pyarrow.parquet as pq
 
@@ -84,9 +86,7 @@ def test_unlabelled_set_through_train_encode_build_serve_query(tmp_path: Path) -
         "--output", str(codes), "--actor-cpus", "0.5", "--batch-size", "16", "--num-cpus", "2",
     )  # fmt: skip
     _odh("build", "--codes", str(codes), "--output", str(index), "--num-cpus", "2")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", "serve", "--index", str(index), "--port", str(port),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +13,6 @@ import numpy as np
 N_BITS = 32
 N_DB = 64
 NLIST = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def png(side_w: int, side_h: int | None = None, seed: int = 0) -> bytes:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from _limits_index import NLIST, SmallIndex, build_small_index, free_port, png
+from _limits_index import NLIST, SmallIndex, build_small_index, png
 
 TOKEN = "limits-test-token"
 
@@ -21,7 +21,9 @@ def small(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> SmallInd
 
 
 @pytest.fixture(scope="module")
-def server(small: SmallIndex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    small: SmallIndex, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
+) -> Iterator[str]:
     from serving.app import start_server, stop_server
     from serving.config import ServeConfig
 

@@ -4,12 +4,12 @@ budget answers 429, and a normal query is answered right after."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from _limits_index import SmallIndex, build_small_index, free_port
+from _limits_index import SmallIndex, build_small_index
 
 N_CONCURRENT = 48
 
@@ -20,7 +20,7 @@ def small(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> SmallInd
 
 
 @pytest.fixture(scope="module")
-def server(small: SmallIndex) -> Iterator[str]:
+def server(small: SmallIndex, free_port: Callable[[], int]) -> Iterator[str]:
     from serving.app import start_server, stop_server
     from serving.config import ServeConfig
 

@@ -11,11 +11,12 @@ import secrets
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from _limits_index import SmallIndex, build_small_index, free_port
+from _limits_index import SmallIndex, build_small_index
 
 
 def _session_dir() -> Path:
@@ -25,7 +26,7 @@ def _session_dir() -> Path:
 
 
 def test_admin_token_never_reaches_rays_files(
-    ray_local: None, tmp_path_factory: pytest.TempPathFactory
+    ray_local: None, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
 ) -> None:
     from serving.app import start_server, stop_server
 
