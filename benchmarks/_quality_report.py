@@ -186,8 +186,12 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
     lines += paired_markdown(runs)
     lines += variant_markdown(runs)
     lines += odh_target_lines(runs)
-    settings = sorted(
-        {(r["backbone"], r["device"], tuple(r.get("epochs_detail", ()))) for r in runs}
+    settings = sorted(  # those with a default ODH-BNN run (a variant's own backbone is not one)
+        {
+            (r["backbone"], r["device"], tuple(r.get("epochs_detail", ())))
+            for r in runs
+            if r["label"] == "ODH-BNN" and r.get("variant", "default") == "default"
+        }
     )
     for backbone, device, epochs in settings:
         same = [
