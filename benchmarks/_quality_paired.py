@@ -272,17 +272,16 @@ def _best_variant_lines(
         and _base_backbone(r) == setting[0]
     })  # fmt: skip
     # a variant such as ``wide`` is another (costlier) network than the runs it is compared with
-    other_net = f"backbone {', '.join(backbones)}, not {setting[0]}"
-    tags = ["the best variant"] + ([other_net] if backbones != [setting[0]] else [])
+    net = f"backbone {', '.join(backbones)}, not {setting[0]}" if backbones != [setting[0]] else ""
     lines = []
     if best_other is not None:
         other = _seed_values(runs, setting, f"{best_other.upper()}-BNN")
-        what = f"ODH-BNN {best['variant']} ({'; '.join(tags)}) − {best_other}"
+        tag = "; ".join(x for x in ("the best variant", net) if x)
+        what = f"ODH-BNN {best['variant']} ({tag}) − {best_other}"
         lines.append(_claim_line(head, what, mine, other, 0.01, True))
     fp = _seed_values(runs, setting, "ODH-FP")
     if fp:
-        what = f"ODH-BNN {best['variant']} ({'; '.join(tags[1:])}) − ODH-FP" if tags[1:] else (
-            f"ODH-BNN {best['variant']} − ODH-FP")  # fmt: skip
+        what = f"ODH-BNN {best['variant']}{f' ({net})' if net else ''} − ODH-FP"
         lines.append(_claim_line(head, what, mine, fp, -0.02, False))
     return lines
 
