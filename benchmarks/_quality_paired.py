@@ -109,7 +109,8 @@ def _base_backbone(r: dict[str, Any]) -> str:
     return str(r.get("base_backbone", r["backbone"]))
 
 
-def _is_baseline(r: dict[str, Any]) -> bool:
+def is_baseline(r: dict[str, Any]) -> bool:
+    """The default ODH-BNN run of its setting (on the grid's own backbone)."""
     return (
         r["label"] == "ODH-BNN"
         and r.get("variant", "default") == "default"
@@ -135,7 +136,7 @@ def variant_rows(runs: list[dict[str, Any]], metric: str = "map_all_tie_aware") 
         )
         s = settings.setdefault(key, {"base": {}, "variants": {}})
         value = float(r["metrics"][metric])
-        if _is_baseline(r):
+        if is_baseline(r):
             s["base"].setdefault(r.get("config_key", ""), {})[int(r["seed"])] = value
         elif r.get("variant", "default") != "default" or r["label"] != "ODH-BNN":
             name = (r["label"], r.get("variant", "default"), r["layer"], r["backbone"])
@@ -266,13 +267,9 @@ def _best_variant_lines(
         return []
     best = max(better, key=lambda v: v["mean"])
     mine = _seed_values(runs, setting, "ODH-BNN", best["variant"])
-    backbones = sorted({
-        str(r["backbone"]) for r in runs
-        if r["label"] == "ODH-BNN" and r.get("variant", "default") == best["variant"]
-        and _base_backbone(r) == setting[0]
-    })  # fmt: skip
     # a variant such as ``wide`` is another (costlier) network than the runs it is compared with
-    net = f"backbone {', '.join(backbones)}, not {setting[0]}" if backbones != [setting[0]] else ""
+    net = "" if best["variant_backbone"] == setting[0] else (
+        f"backbone {best['variant_backbone']}, not {setting[0]}")  # fmt: skip
     lines = []
     if best_other is not None:
         other = _seed_values(runs, setting, f"{best_other.upper()}-BNN")

@@ -12,7 +12,12 @@ import tempfile
 from typing import Any
 
 from benchmarks._quality_grid import PROTOCOL
-from benchmarks._quality_paired import odh_target_lines, paired_markdown, variant_markdown
+from benchmarks._quality_paired import (
+    is_baseline,
+    odh_target_lines,
+    paired_markdown,
+    variant_markdown,
+)
 
 logger = logging.getLogger("odh.bench.quality")
 
@@ -190,7 +195,7 @@ def write_report(doc: dict[str, Any], out_dir: str, name: str) -> list[str]:
         {
             (r["backbone"], r["device"], tuple(r.get("epochs_detail", ())))
             for r in runs
-            if r["label"] == "ODH-BNN" and r.get("variant", "default") == "default"
+            if is_baseline(r)
         }
     )
     for backbone, device, epochs in settings:
